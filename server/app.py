@@ -49,7 +49,7 @@ from fedpers.server.dp_wrapper import UserDPConfig, UserLevelDP
 from fedpers.server.optimizers import create_server_optimizer
 from fedpers.server.rundb import RoundRecord, RunDB
 from fedpers.server.sampling import DeviceSampler
-from fedpers.server.secure_aggregation import CkksAggregator
+from fedpers.server.secure_aggregation import CkksAggregator, aggregation_backend
 from fedpers.server.strategy import FedPersStrategy, NodeLayout, RoundReport
 
 __all__ = [
@@ -58,6 +58,7 @@ __all__ = [
     "FederationOutcome",
     "RoundProgress",
     "app",
+    "deployment_config",
     "handshake",
     "initial_arrays",
     "make_server_app",
@@ -457,24 +458,73 @@ def make_server_app(
     return server_app
 
 
+def deployment_config(run_config: dict[str, Any]) -> FederationConfig:
+    """The run's configuration from the Deployment Engine's run config (``config = PATH``).
+
+    Raises:
+        ConfigError: no ``config`` entry, a file that is missing or not a fedpers config.
+    """
+    import json
+
+    path = run_config.get("config")
+    if not path:
+        raise ConfigError(
+            "the run config needs config = the path of a fedpers config.json "
+            "(flwr run . CONNECTION --run-config \"config='RUN_DIR/config.json'\")"
+        )
+    file = Path(str(path))
+    try:
+        data = json.loads(file.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: no such config file on the SuperLink's machine") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{file}: not a readable fedpers config.json ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: not a fedpers config.json (a JSON object)")
+    return FederationConfig.from_dict(data).resolve_privacy()
+
+
+def _log_round(summary: dict[str, Any]) -> None:
+    """Per-round progress in the ServerApp's log (``flwr log``, ``flwr run --stream``)."""
+    flwr_logger = logging.getLogger("flwr")
+    flwr_logger.info(
+        "fedpers round %s: %s, %s devices%s",
+        summary.get("round"),
+        summary.get("status"),
+        summary.get("participants"),
+        "" if summary.get("epsilon") is None else f", epsilon {summary['epsilon']:.4g}",
+    )
+
+
 app = ServerApp()
 """The ServerApp for the Deployment Engine (``flwr run``).
 
 Its run config names the run's configuration file: ``config = "RUN_DIR/config.json"``
-(a :class:`~fedpers.server.config.FederationConfig` as JSON) and optionally
-``resume = true``.
+(a :class:`~fedpers.server.config.FederationConfig` as JSON, written by ``fedpers deploy
+prepare``) and optionally ``resume = true``. With ``secure_agg = "he"`` it starts the key
+holder (a spawned process, the only one that loads ``secret.ctx``) for the run and stops
+it when the run ends or fails; this process loads only ``public.ctx``.
 """
 
 
 @app.main()
 def _deployment_main(grid: Grid, context: Context) -> None:
-    import json
-
     import torch
 
     torch.set_num_threads(1)
-    path = context.run_config.get("config")
-    if not path:
-        raise ConfigError("the run config needs config = the path of a fedpers config.json")
-    config = FederationConfig.from_dict(json.loads(Path(str(path)).read_text()))
-    run_federation(grid, config.resolve_privacy(), resume=bool(context.run_config.get("resume")))
+    run_config = dict(context.run_config)
+    config = deployment_config(run_config)
+    with aggregation_backend(config) as factory:
+        outcome = run_federation(
+            grid,
+            config,
+            resume=bool(run_config.get("resume")),
+            progress=_log_round,
+            aggregator_factory=factory,
+        )
+    logging.getLogger("flwr").info(
+        "fedpers run finished: %d rounds completed, metrics %s%s",
+        outcome.rounds_completed,
+        outcome.metrics,
+        "" if outcome.stopped_reason is None else f", stopped: {outcome.stopped_reason}",
+    )

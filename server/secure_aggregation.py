@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -62,6 +63,7 @@ __all__ = [
     "CkksAggregator",
     "NoisePlan",
     "SumDecryptor",
+    "aggregation_backend",
     "ckks_backend",
     "ensure_keys",
 ]
@@ -301,8 +303,30 @@ def ckks_backend(
                 "keys_dir": str(keys_dir.resolve()),
                 "key_holder_process": "KeyHolderProcess (spawned)",
                 "key_holder_pid": holder.pid,
+                "coordinator_pid": os.getpid(),
                 "key_holder_min_contributions": min_contributions,
             }
             return agg
 
+        yield factory
+
+
+@contextmanager
+def aggregation_backend(config: FederationConfig) -> Iterator[AggregatorFactory | None]:
+    """The aggregation backend ``config`` asks for, for as long as the run lasts.
+
+    With ``secure_agg == "he"`` this starts the key holder on ``config.secagg_keys``
+    (:func:`ckks_backend`) and yields its aggregator factory; the key holder stops when
+    the block ends, also on an error. Otherwise it yields ``None`` (plaintext).
+
+    Raises:
+        ConfigError: ``he`` without a key-set folder.
+        SecureAggregationError: the key set cannot be loaded or the key holder not started.
+    """
+    if config.secure_agg != "he":
+        yield None
+        return
+    if not config.secagg_keys:
+        raise ConfigError("--secure-agg he needs a key-set folder (secagg_keys in the config)")
+    with ckks_backend(config.secagg_keys) as factory:
         yield factory

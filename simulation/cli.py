@@ -36,6 +36,7 @@ def _register_subcommands() -> None:
     from fedpers.simulation.cli_audit import audit
     from fedpers.simulation.cli_bench import bench_app
     from fedpers.simulation.cli_data import data_app
+    from fedpers.simulation.cli_deploy import deploy_app
     from fedpers.simulation.cli_keys import keys_app
     from fedpers.simulation.cli_simulate import simulate_command
 
@@ -43,6 +44,7 @@ def _register_subcommands() -> None:
     app.add_typer(bench_app, name="bench")
     app.add_typer(client_app, name="client")
     app.add_typer(keys_app, name="keys")
+    app.add_typer(deploy_app, name="deploy")
     app.command("simulate")(simulate_command)
     app.command("audit")(audit)
 

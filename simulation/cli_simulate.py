@@ -17,7 +17,8 @@ from rich.table import Table
 
 from fedpers.privacy.errors import ConfigError
 from fedpers.server.config import FederationConfig
-from fedpers.simulation.simulate import SimulateOptions, simulate
+from fedpers.simulation import cli_options as opt
+from fedpers.simulation.simulate import simulate
 
 __all__ = ["main", "simulate_command"]
 
@@ -56,13 +57,8 @@ def _final_table(result: dict[str, Any]) -> Table:
 
 
 def simulate_command(
-    dataset: Annotated[
-        str,
-        typer.Option("--dataset", help="ml-100k, synthetic, or the path of a CSV/TSV/JSONL log."),
-    ] = "synthetic",
-    rounds: Annotated[
-        int | None, typer.Option("--rounds", min=0, help="Federated rounds T (default: recipe).")
-    ] = None,
+    dataset: opt.Dataset = "synthetic",
+    rounds: opt.Rounds = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Run directory to create (run.db, models, ...).")
     ] = None,
@@ -70,97 +66,39 @@ def simulate_command(
         Path | None,
         typer.Option("--resume", help="Continue the run in this directory from its checkpoint."),
     ] = None,
-    dp: Annotated[str, typer.Option("--dp", help="none, user, record or both.")] = "none",
-    epsilon: Annotated[
-        float | None,
-        typer.Option("--epsilon", help="User-level budget; with --rounds solves sigma."),
-    ] = None,
-    noise_multiplier: Annotated[
-        float | None, typer.Option("--noise-multiplier", help="User-level sigma (gives epsilon).")
-    ] = None,
-    clip: Annotated[
-        float | None, typer.Option("--clip", help="Clip norm C of a device's whole update.")
-    ] = None,
-    adaptive_clip: Annotated[
-        bool, typer.Option("--adaptive-clip", help="Adaptive clipping (Andrew et al. 2021).")
-    ] = False,
-    clients_per_round: Annotated[
-        int | None, typer.Option("--clients-per-round", min=1, help="Fixed cohort size M.")
-    ] = None,
-    sample_rate: Annotated[
-        float | None, typer.Option("--sample-rate", help="Poisson sampling rate q in (0, 1].")
-    ] = None,
-    mode: Annotated[
-        str, typer.Option("--mode", help="cohort (many devices per node) or node (one per node).")
-    ] = "cohort",
-    reply: Annotated[
-        str, typer.Option("--reply", help="Cohort nodes send per-device updates or their sum.")
-    ] = "per-device",
-    server_opt: Annotated[
-        str | None, typer.Option("--server-opt", help="fedavg, fedavgm or fedadam.")
-    ] = None,
-    server_lr: Annotated[
-        float | None, typer.Option("--server-lr", help="Server learning rate.")
-    ] = None,
-    secure_agg: Annotated[str, typer.Option("--secure-agg", help="none or he (CKKS).")] = "none",
-    keys: Annotated[
-        Path | None,
-        typer.Option(
-            "--keys",
-            help="With --secure-agg he: the CKKS key-set folder (fedpers keys generate); "
-            "default RUN_DIR/keys, generated when missing.",
-        ),
-    ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Run seed.")] = 0,
-    dim: Annotated[int | None, typer.Option("--dim", min=1, help="Embedding dimension.")] = None,
-    local_epochs: Annotated[
-        int | None, typer.Option("--local-epochs", min=0, help="Local epochs per round.")
-    ] = None,
-    lr_item: Annotated[
-        float | None, typer.Option("--lr-item", help="Local item step size.")
-    ] = None,
-    lr_user: Annotated[
-        float | None, typer.Option("--lr-user", help="Local user step size.")
-    ] = None,
-    recipe: Annotated[
-        str,
-        typer.Option(
-            "--recipe",
-            help="auto: unset options follow the recipe tuned for the budget; none: defaults.",
-        ),
-    ] = "auto",
-    eval_every: Annotated[
-        int, typer.Option("--eval-every", min=0, help="Evaluate every N rounds (0: at the end).")
-    ] = 0,
-    eval_devices: Annotated[
-        int | None,
-        typer.Option("--eval-devices", min=1, help="Evaluate a fixed sample of this many devices."),
-    ] = None,
-    nodes: Annotated[int, typer.Option("--nodes", min=1, help="Flower nodes in cohort mode.")] = 2,
-    no_p10_fraction: Annotated[
-        float, typer.Option("--no-p10-fraction", help="Fraction of devices without P10 consent.")
-    ] = 0.0,
-    gpc_fraction: Annotated[
-        float, typer.Option("--gpc-fraction", help="Fraction of devices with GPC set.")
-    ] = 0.0,
+    dp: opt.Dp = "none",
+    epsilon: opt.Epsilon = None,
+    noise_multiplier: opt.NoiseMultiplier = None,
+    clip: opt.Clip = None,
+    adaptive_clip: opt.AdaptiveClip = False,
+    clients_per_round: opt.Clients = None,
+    sample_rate: opt.SampleRate = None,
+    mode: opt.Mode = "cohort",
+    reply: opt.Reply = "per-device",
+    server_opt: opt.ServerOpt = None,
+    server_lr: opt.ServerLr = None,
+    secure_agg: opt.SecureAgg = "none",
+    keys: opt.Keys = None,
+    seed: opt.Seed = 0,
+    dim: opt.Dim = None,
+    local_epochs: opt.LocalEpochs = None,
+    lr_item: opt.LrItem = None,
+    lr_user: opt.LrUser = None,
+    recipe: opt.Recipe = "auto",
+    eval_every: opt.EvalEvery = 0,
+    eval_devices: opt.EvalDevices = None,
+    nodes: opt.Nodes = 2,
+    no_p10_fraction: opt.NoP10Fraction = 0.0,
+    gpc_fraction: opt.GpcFraction = 0.0,
     lazy_devices: Annotated[
         bool, typer.Option("--lazy-devices", help="Create a device's store when first sampled.")
     ] = False,
-    delta: Annotated[float | None, typer.Option("--delta", help="Default 0.1/N.")] = None,
-    record_noise_multiplier: Annotated[
-        float, typer.Option("--record-noise-multiplier", help="DP-SGD sigma (--dp record/both).")
-    ] = 1.0,
-    record_clip: Annotated[
-        float, typer.Option("--record-clip", help="DP-SGD per-example clip norm.")
-    ] = 1.0,
-    record_epsilon_budget: Annotated[
-        float | None,
-        typer.Option("--record-epsilon-budget", help="Each device's record-level budget."),
-    ] = None,
+    delta: opt.Delta = None,
+    record_noise_multiplier: opt.RecordNoiseMultiplier = 1.0,
+    record_clip: opt.RecordClip = 1.0,
+    record_epsilon_budget: opt.RecordEpsilonBudget = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="Show Flower and Ray logs.")] = False,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print exactly one JSON object on stdout.")
-    ] = False,
+    as_json: opt.Json = False,
 ) -> None:
     """Train the shared item model with Flower's simulation engine, one device per user.
 
@@ -178,10 +116,10 @@ def simulate_command(
     """
     if resume is None and out is None:
         raise ConfigError("give --out RUN_DIR (or --resume RUN_DIR)")
-    options = SimulateOptions(
+    options = opt.federation_options(
         dataset=dataset,
         rounds=rounds,
-        out=str(out or resume),
+        out=out or resume,  # type: ignore[arg-type]
         dp=dp,
         epsilon=epsilon,
         noise_multiplier=noise_multiplier,
@@ -194,18 +132,16 @@ def simulate_command(
         server_opt=server_opt,
         server_lr=server_lr,
         secure_agg=secure_agg,
-        keys=None if keys is None else str(keys),
+        keys=keys,
         seed=seed,
         dim=dim,
-        local={
-            k: v
-            for k, v in {"epochs": local_epochs, "lr_item": lr_item, "lr_user": lr_user}.items()
-            if v is not None
-        },
+        local_epochs=local_epochs,
+        lr_item=lr_item,
+        lr_user=lr_user,
         recipe=recipe,
         eval_every=eval_every,
         eval_devices=eval_devices,
-        num_nodes=nodes,
+        nodes=nodes,
         no_p10_fraction=no_p10_fraction,
         gpc_fraction=gpc_fraction,
         lazy_devices=lazy_devices,
