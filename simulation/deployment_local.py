@@ -25,6 +25,7 @@ import os
 import secrets
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -51,6 +52,8 @@ __all__ = ["MARKER", "DeploymentError", "ProcessGroup", "processes", "run_local"
 MARKER = "FEDPERS_DEPLOYMENT_ID"
 """Environment variable every started process (and its children) carries."""
 _LOOPBACK = ("127.0.0.1", "localhost")
+_LS_EVERY = 10.0
+"""Seconds between ``flwr ls`` status polls while the run database shows no end yet."""
 _METRICS = ("hr10_sampled", "ndcg10_sampled", "hr10_full", "ndcg10_full")
 
 
@@ -273,11 +276,58 @@ def _result(plan: DeploymentPlan, run_id: str, seconds: float) -> dict[str, Any]
     }
 
 
+def _ran_to_the_end(plan: DeploymentPlan) -> bool:
+    """Whether the ServerApp wrote its final entry to the run database (a cheap read)."""
+    path = plan.root / "run.db"
+    if not path.exists():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            row = db.execute("SELECT 1 FROM privacy WHERE key = 'final_metrics'").fetchone()
+    except sqlite3.Error:
+        return False
+    return row is not None
+
+
+def _wait_finished(
+    group: ProcessGroup,
+    plan: DeploymentPlan,
+    run_id: str,
+    timeout: float,
+    poll_seconds: float,
+    notify: Any,
+) -> tuple[str, str]:
+    """Wait until the run's status is ``finished:*``; return it and its details.
+
+    ``flwr ls`` (a CLI process, about a second of CPU) is asked every
+    :data:`_LS_EVERY` seconds, and at once when the run database shows the ServerApp
+    has written its final entry; in between only the run database is read, so that the
+    polling does not take CPU from the run it waits for.
+    """
+    status, details = "", ""
+    deadline = time.monotonic() + timeout
+    last_ls = time.monotonic()
+    while True:
+        if time.monotonic() > deadline:
+            raise DeploymentError(f"run {run_id} did not finish within {timeout:.0f} s")
+        group.check_alive()
+        time.sleep(poll_seconds)
+        if not _ran_to_the_end(plan) and time.monotonic() - last_ls < _LS_EVERY:
+            continue
+        last_ls = time.monotonic()
+        new, details = _run_status(group, plan, run_id)
+        if new != status:
+            notify(f"run {run_id}: {new}")
+        status = new
+        if status.startswith("finished"):
+            return status, details
+
+
 def run_local(
     run_dir: Path | str,
     *,
     timeout: float = 1800.0,
-    poll_seconds: float = 1.0,
+    poll_seconds: float = 0.5,
     on_status: Any = None,
 ) -> dict[str, Any]:
     """Start the prepared federation in ``run_dir`` on this machine and wait for it.
@@ -285,7 +335,7 @@ def run_local(
     Args:
         run_dir: a folder written by ``fedpers deploy prepare``.
         timeout: seconds the whole run may take.
-        poll_seconds: interval of the ``flwr ls`` status polls.
+        poll_seconds: interval of the run database checks (see :func:`_wait_finished`).
         on_status: called with each new status line (progress for the CLI).
 
     Returns:
@@ -323,17 +373,7 @@ def run_local(
         if not started.get("success") or not run_id:
             raise DeploymentError(f"flwr run did not start a run: {started}")
         notify(f"flwr run: run {run_id} submitted")
-        status, details = "", ""
-        deadline = time.monotonic() + timeout
-        while not status.startswith("finished"):
-            if time.monotonic() > deadline:
-                raise DeploymentError(f"run {run_id} did not finish within {timeout:.0f} s")
-            group.check_alive()
-            time.sleep(poll_seconds)
-            new, details = _run_status(group, plan, run_id)
-            if new != status:
-                notify(f"run {run_id}: {new}")
-            status = new
+        status, details = _wait_finished(group, plan, run_id, timeout, poll_seconds, notify)
         if status != "finished:completed":
             raise DeploymentError(
                 f"run {run_id} {status}: {details} (SuperLink log: {group.log_dir}/superlink.log)"

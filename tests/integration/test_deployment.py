@@ -14,6 +14,9 @@ import contextlib
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -63,11 +66,12 @@ def _processes_of(run_dir: Path) -> list[int]:
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, exited but not yet reaped by its new parent, does not)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 @pytest.fixture(scope="module")
@@ -212,3 +216,29 @@ def test_unregistered_or_unverified_supernodes_are_refused(
         )
         assert wrong_ca.poll() not in (None, 0)
         assert "certificate verify failed" in group.log_tail("wrong-ca", 4000)
+
+
+def test_ctrl_c_stops_every_process(no_leftovers: Path, tiny_log: Path) -> None:
+    plan = _prepare(no_leftovers / "run", tiny_log)
+    err = no_leftovers / "stderr.txt"
+    fedpers = str(Path(sys.executable).parent / "fedpers")
+    with err.open("w") as sink:
+        proc = subprocess.Popen(
+            [fedpers, "deploy", "local", plan.run_dir, "--json"],
+            stdout=subprocess.PIPE,
+            stderr=sink,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 90
+            while "submitted" not in err.read_text() and time.monotonic() < deadline:
+                assert proc.poll() is None, err.read_text()
+                time.sleep(0.2)
+            assert _processes_of(plan.root), "nothing was running"
+            proc.send_signal(signal.SIGINT)
+            out, _ = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 130
+    assert out == "" and "every process of the deployment was stopped" in err.read_text()
