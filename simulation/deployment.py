@@ -46,6 +46,7 @@ __all__ = [
     "flower_app_dir",
     "free_port",
     "load_plan",
+    "node_config_arg",
     "prepare_deployment",
     "write_flower_config",
 ]
@@ -135,14 +136,18 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def flower_app_dir(fallback: Path) -> Path:
+def flower_app_dir(fallback: Path, *, project_root: Path | None = None) -> Path:
     """The Flower app folder: this project's root, or a minimal app written to ``fallback``.
 
     A source checkout (editable install) has the ``[tool.flwr.app]`` pyproject.toml next
     to the packages; an installed wheel has not, and gets a pyproject.toml naming the same
     components, whose code the installed package provides on every machine.
+
+    Args:
+        fallback: where to write the minimal app when there is no project root.
+        project_root: the folder to look in (default: the one above this package).
     """
-    root = Path(__file__).resolve().parents[1]
+    root = project_root or Path(__file__).resolve().parents[1]
     pyproject = root / "pyproject.toml"
     if pyproject.is_file():
         data = tomllib.loads(pyproject.read_text())

@@ -192,3 +192,26 @@ def test_local_refuses_a_plan_for_another_host(tiny_log: Path, tmp_path: Path) -
     assert "10.1.2.3" in [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)]
     proc = _fedpers("deploy", "local", out["run_dir"])
     assert proc.returncode == 2 and "127.0.0.1 only" in proc.stderr
+
+
+def test_an_installed_package_gets_a_minimal_flower_app(tmp_path: Path) -> None:
+    import tomllib
+
+    from flwr.common.config import validate_config
+
+    from fedpers.simulation.deployment import flower_app_dir
+
+    root = Path(__file__).resolve().parents[2]
+    assert flower_app_dir(tmp_path / "unused", project_root=root) == root
+    app = flower_app_dir(tmp_path / "app", project_root=tmp_path / "site-packages")
+    assert app == tmp_path / "app"
+    for folder in (root, app):
+        config = tomllib.loads((folder / "pyproject.toml").read_text())
+        valid, errors, _ = validate_config(config, check_module=True, project_dir=folder)
+        assert valid, errors
+        flwr = config["tool"]["flwr"]["app"]
+        assert flwr["components"] == {
+            "serverapp": "fedpers.server.app:app",
+            "clientapp": "fedpers.client.app:app",
+        }
+        assert flwr["config"] == {"config": "", "resume": False}
