@@ -279,8 +279,9 @@ def run_flower_simulation(
             secagg_context=config.secagg_keys if config.secure_agg == "he" else "",
         )
     )
-    with contextlib.ExitStack() as stack:
-        factory = _secure_backend(config, stack)
+    from fedpers.server.secure_aggregation import aggregation_backend  # loads TenSEAL
+
+    with aggregation_backend(config) as factory:
         box: list[FederationOutcome] = []
         server_app = make_server_app(
             config,
@@ -293,24 +294,6 @@ def run_flower_simulation(
     if not box:
         raise StoreError(f"{config.run_dir}: the simulation ended without a result")
     return box[0]
-
-
-def _secure_backend(config: FederationConfig, stack: contextlib.ExitStack) -> Any:
-    """With ``--secure-agg he``: start the key holder; the coordinator's aggregator factory.
-
-    The key holder is a spawned process holding ``secret.ctx``; this (coordinator)
-    process loads only ``public.ctx``. ``None`` (plaintext) otherwise.
-
-    Raises:
-        ConfigError: when ``he`` is asked without a key-set folder.
-    """
-    if config.secure_agg != "he":
-        return None
-    if not config.secagg_keys:
-        raise ConfigError("--secure-agg he needs a key-set folder (secagg_keys)")
-    from fedpers.server.secure_aggregation import ckks_backend
-
-    return stack.enter_context(ckks_backend(config.secagg_keys))
 
 
 def _run_engine(server_app: Any, client_app: Any, config: FederationConfig, verbose: bool) -> None:
