@@ -77,21 +77,7 @@ def federated_point(split: Any, features: Any, epsilon: float, seed: int) -> dic
         ).epsilon
     else:
         sigma, spent, spent_prv = 0.0, None, None
-    config = FedSimConfig(
-        rounds=recipe.rounds,
-        dim=recipe.dim,
-        init_std=recipe.init_std,
-        use_item_features=recipe.use_item_features,
-        local=recipe.local,
-        eval_local=recipe.eval_local,
-        server_optimizer=recipe.server_optimizer,
-        server_lr=recipe.server_lr,
-        optimizer_kwargs=recipe.optimizer_kwargs(sigma, float(n)),
-        clip_norm=recipe.clip_norm,
-        noise_multiplier=sigma,
-        seed=seed,
-        eval_target="test",
-    )
+    config = FedSimConfig.from_recipe(recipe, sigma, n, seed=seed, eval_target="test")
     started = time.perf_counter()
     result = run_fedsim(split, config, item_features=features)
     return {

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from fedpers.client.device_round import (
+    FederationRecipe,
     RoundInstructions,
     evaluation_seed,
     initial_user_vectors,
@@ -110,6 +111,37 @@ class FedSimConfig:
     chunk_size: int = 256
     init_std: float = 0.1
     denoise: bool = False
+
+    @classmethod
+    def from_recipe(
+        cls,
+        recipe: FederationRecipe,
+        noise_multiplier: float,
+        num_devices: int,
+        **overrides: Any,
+    ) -> FedSimConfig:
+        """The federation a tuned recipe describes, every device in every round.
+
+        Args:
+            recipe: the recipe (:func:`fedpers.client.device_round.recommended_config`).
+            noise_multiplier: ``sigma`` calibrated for the recipe's rounds (``0``: none).
+            num_devices: the number of devices, the denominator of the mean.
+            **overrides: further fields (``seed``, ``eval_target``, ...).
+        """
+        return cls(
+            rounds=recipe.rounds,
+            dim=recipe.dim,
+            init_std=recipe.init_std,
+            use_item_features=recipe.use_item_features,
+            local=recipe.local,
+            eval_local=recipe.eval_local,
+            server_optimizer=recipe.server_optimizer,
+            server_lr=recipe.server_lr,
+            optimizer_kwargs=recipe.optimizer_kwargs(noise_multiplier, float(num_devices)),
+            clip_norm=recipe.clip_norm,
+            noise_multiplier=noise_multiplier,
+            **overrides,
+        )
 
     def __post_init__(self) -> None:
         if self.rounds < 0 or self.dim <= 0 or self.chunk_size <= 0 or self.eval_every < 0:

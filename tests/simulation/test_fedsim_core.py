@@ -173,19 +173,23 @@ def test_ml100k_recipes_beat_popularity_and_approach_centralized() -> None:
             if math.isfinite(epsilon)
             else 0.0
         )
-        cfg = FedSimConfig(
-            rounds=recipe.rounds,
-            dim=recipe.dim,
-            init_std=recipe.init_std,
-            use_item_features=recipe.use_item_features,
-            local=recipe.local,
-            eval_local=recipe.eval_local,
-            server_optimizer=recipe.server_optimizer,
-            server_lr=recipe.server_lr,
-            optimizer_kwargs=recipe.optimizer_kwargs(sigma, float(split.n_users)),
-            clip_norm=recipe.clip_norm,
-            noise_multiplier=sigma,
-        )
+        cfg = FedSimConfig.from_recipe(recipe, sigma, split.n_users)
         m = run_fedsim(split, cfg, item_features=data.item_features).metrics
         assert m.hr10_sampled >= max(floor_sampled, popularity.hr10_sampled), (epsilon, m)
         assert m.hr10_full >= max(floor_full, popularity.hr10_full), (epsilon, m)
+
+
+def test_from_recipe_carries_every_tuned_field() -> None:
+    from fedpers.client.device_round import recommended_config
+
+    recipe = recommended_config(8.0)
+    cfg = FedSimConfig.from_recipe(recipe, 1.3, 943, seed=5)
+    assert (cfg.rounds, cfg.dim, cfg.init_std) == (recipe.rounds, recipe.dim, recipe.init_std)
+    assert cfg.local == recipe.local and cfg.eval_local == recipe.eval_local
+    assert (cfg.server_lr, cfg.clip_norm, cfg.noise_multiplier) == (
+        recipe.server_lr,
+        recipe.clip_norm,
+        1.3,
+    )
+    assert cfg.optimizer_kwargs["denoise_std"] == pytest.approx(1.3 * recipe.clip_norm / 943)
+    assert cfg.seed == 5 and cfg.use_item_features == recipe.use_item_features
