@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,11 +32,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from simulate_child import run_simulate
 
 from fedpers.client.device_round import RoundInstructions, initial_user_vectors, run_device_rounds
 from fedpers.client.model import ItemSide, ModelConfig, shared_arrays
 from fedpers.client.training.local import LocalTrainConfig
-from fedpers.server.rundb import RunDB
 from fedpers.simulation.data import load_dataset
 from fedpers.simulation.evaluation import leave_one_out
 
@@ -66,27 +64,15 @@ def simulate_rounds(
     dataset: str, mode: str, rounds: int, out: Path, extra: list[str]
 ) -> dict[str, Any]:
     """Run ``fedpers simulate`` in a child process and read its per-round wall times."""
-    cmd = [
-        sys.executable, "-m", "fedpers.simulation.cli_simulate",
-        "--dataset", dataset, "--rounds", str(rounds), "--mode", mode,
-        "--out", str(out), "--eval-devices", "50", "--json", *extra,
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    total = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"{mode} run failed: {proc.stderr[-2000:]}")
-    result = json.loads(proc.stdout)
-    with RunDB.open(out) as db:
-        walls = [float(r["wall_seconds"]) for r in db.rounds()]
-    later = walls[1:] or walls
+    run = run_simulate(
+        ["--dataset", dataset, "--rounds", str(rounds), "--mode", mode, *extra], out, mode
+    )
     return {
-        "round_seconds": statistics.median(later),
-        "first_round_seconds": walls[0],
-        "round_walls": walls,
-        "total_seconds": total,
-        "hr10_sampled": result["hr10_sampled"],
+        "round_seconds": run.steady_round_seconds,
+        "first_round_seconds": run.round_walls[0],
+        "round_walls": run.round_walls,
+        "total_seconds": run.total_seconds,
+        "hr10_sampled": run.result["hr10_sampled"],
     }
 
 

@@ -30,12 +30,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
+
+from simulate_child import run_simulate
 
 from fedpers.server.app import SECAGG_SETUP_KEY
 from fedpers.server.rundb import RunDB
@@ -43,21 +43,13 @@ from fedpers.server.rundb import RunDB
 
 def run(dataset: str, rounds: int, reply: str, scheme: str, out: Path) -> dict[str, Any]:
     """One ``fedpers simulate`` child process; its per-round wall times and result."""
-    cmd = [
-        sys.executable, "-m", "fedpers.simulation.cli_simulate",
-        "--dataset", dataset, "--rounds", str(rounds), "--mode", "cohort",
-        "--reply", reply, "--secure-agg", scheme, "--dp", "user", "--noise-multiplier", "1.0",
-        "--out", str(out), "--eval-devices", "50", "--json",
+    args = [
+        "--dataset", dataset, "--rounds", str(rounds), "--mode", "cohort", "--reply", reply,
+        "--secure-agg", scheme, "--dp", "user", "--noise-multiplier", "1.0",
     ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    total = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"{scheme}/{reply} run failed: {proc.stderr[-2000:]}")
-    result = json.loads(proc.stdout)
+    child = run_simulate(args, out, f"{scheme}/{reply}")
+    walls = child.round_walls
     with RunDB.open(out) as db:
-        walls = [float(r["wall_seconds"]) for r in db.rounds()]
         privacy = db.read_privacy()
         per_record: dict[tuple[int, str, str], int] = {}
         for e in db.egress():
@@ -65,14 +57,13 @@ def run(dataset: str, rounds: int, reply: str, scheme: str, out: Path) -> dict[s
                 key = (int(e["round"]), str(e["node_id"]), str(e["record"]))
                 per_record[key] = per_record.get(key, 0) + int(e["bytes"])
         update_bytes = list(per_record.values())
-    later = walls[1:] or walls
     setup = privacy.get(SECAGG_SETUP_KEY) or {}
     return {
-        "round_seconds": round(statistics.median(later), 3),
+        "round_seconds": round(child.steady_round_seconds, 3),
         "first_round_seconds": round(walls[0], 3),
         "round_walls": [round(w, 3) for w in walls],
-        "total_seconds": round(total, 3),
-        "hr10_sampled": result["hr10_sampled"],
+        "total_seconds": round(child.total_seconds, 3),
+        "hr10_sampled": child.result["hr10_sampled"],
         "bytes_per_update_record": round(statistics.mean(update_bytes)) if update_bytes else None,
         "payloads_per_round": len(update_bytes) // max(1, len(walls)),
         "bytes_per_update_ciphertext": setup.get("bytes_per_update"),
