@@ -60,6 +60,22 @@ class ContextSpy:
         monkeypatch.setattr(tenseal, "context_from", spy)
 
 
+def _config(tmp: Path, devices_dir: Path, n_items: int, **kw: Any) -> FederationConfig:
+    """The small federation these tests run (``kw`` overrides or adds fields)."""
+    fields: dict[str, Any] = {
+        "run_dir": str(tmp),
+        "devices_dir": str(devices_dir),
+        "rounds": 1,
+        "num_devices": N,
+        "n_items": n_items,
+        "dim": 8,
+        "num_nodes": NODES,
+        "local": {"epochs": 1, "user_warmup": 2},
+    }
+    fields.update(kw)
+    return FederationConfig(**fields).resolve_privacy()
+
+
 def _run(
     tmp: Path,
     dataset: Any,
@@ -72,23 +88,19 @@ def _run(
 ) -> tuple[FederationOutcome, FederationConfig]:
     data, split = dataset
     pop = prepare_devices(tmp, data, split, seed=3)
-    config = FederationConfig(
-        run_dir=str(tmp),
-        devices_dir=str(pop.devices_dir),
+    config = _config(
+        tmp,
+        pop.devices_dir,
+        split.n_items,
         rounds=rounds,
-        num_devices=N,
-        n_items=split.n_items,
-        dim=8,
-        num_nodes=NODES,
         reply=reply,
-        local={"epochs": 1, "user_warmup": 2},
         dp="user",
         noise_multiplier=0.8,
         clip_norm=0.5,
         secure_agg="he" if keys is not None else "none",
         secagg_keys=str(keys or ""),
         **kw,
-    ).resolve_privacy()
+    )
     settings = ClientSettings(devices_dir=str(pop.devices_dir), secagg_context=str(keys or ""))
     grid = LocalGrid(make_client_app(settings), NODES, seed=7, intercept=intercept)
     if keys is None:
@@ -267,18 +279,9 @@ def test_he_without_public_context_fails_the_node(
 ) -> None:
     data, split = dataset
     pop = prepare_devices(tmp_path, data, split, seed=3)
-    config = FederationConfig(
-        run_dir=str(tmp_path),
-        devices_dir=str(pop.devices_dir),
-        rounds=1,
-        num_devices=N,
-        n_items=split.n_items,
-        dim=8,
-        num_nodes=NODES,
-        local={"epochs": 1, "user_warmup": 2},
-        secure_agg="he",
-        secagg_keys=str(keys_dir),
-    ).resolve_privacy()
+    config = _config(
+        tmp_path, pop.devices_dir, split.n_items, secure_agg="he", secagg_keys=str(keys_dir)
+    )
     app = make_client_app(ClientSettings(devices_dir=str(pop.devices_dir)))
     with ckks_backend(keys_dir) as factory:
         outcome = run_federation(LocalGrid(app, NODES, seed=7), config, aggregator_factory=factory)
@@ -297,22 +300,18 @@ def test_ensure_keys_refuses_a_foreign_folder(tmp_path: Path) -> None:
 def test_node_mode_one_device_per_node(tmp_path: Path, dataset: Any, keys_dir: Path) -> None:
     data, split = dataset
     pop = prepare_devices(tmp_path, data, split, seed=3)
-    config = FederationConfig(
-        run_dir=str(tmp_path),
-        devices_dir=str(pop.devices_dir),
-        rounds=1,
-        num_devices=N,
-        n_items=split.n_items,
-        dim=8,
+    config = _config(
+        tmp_path,
+        pop.devices_dir,
+        split.n_items,
         mode="node",
         num_nodes=N,
-        local={"epochs": 1, "user_warmup": 2},
         dp="user",
         noise_multiplier=0.8,
         clip_norm=0.5,
         secure_agg="he",
         secagg_keys=str(keys_dir),
-    ).resolve_privacy()
+    )
     settings = ClientSettings(
         devices_dir=str(pop.devices_dir), mode="node", secagg_context=str(keys_dir)
     )
