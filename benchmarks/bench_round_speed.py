@@ -4,7 +4,9 @@ Measured in one run on ML-100K (943 devices, every device every round):
 
 * ``pure_local_seconds``: the round's local computation alone, in this process on one
   thread: :func:`fedpers.client.device_round.run_device_rounds` over all 943 devices
-  (training, clipping), no Flower, no stores;
+  (training, clipping), no Flower, no stores, with the model and local training of the
+  recipe the simulations run (the non-private one,
+  :func:`fedpers.client.device_round.recommended_config`), so both time the same round;
 * ``cohort_round_seconds``: the median wall time of a round (after the first, which warms
   up the Ray actors and opens every store) of ``fedpers simulate --mode cohort`` with two
   Flower nodes on Ray (one per core): sampling, messages, store reads and writes, local
@@ -34,24 +36,33 @@ import numpy as np
 import torch
 from simulate_child import run_simulate
 
-from fedpers.client.device_round import RoundInstructions, initial_user_vectors, run_device_rounds
+from fedpers.client.device_round import (
+    RoundInstructions,
+    initial_user_vectors,
+    recommended_config,
+    run_device_rounds,
+)
 from fedpers.client.model import ItemSide, ModelConfig, shared_arrays
-from fedpers.client.training.local import LocalTrainConfig
 from fedpers.simulation.data import load_dataset
 from fedpers.simulation.evaluation import leave_one_out
 
 TARGET_RATIO = 2.0
 
 
-def pure_local_seconds(dataset: str, dim: int, seed: int, repeats: int) -> tuple[float, int]:
-    """Best-of-``repeats`` time of one round's local computation over every device."""
+def pure_local_seconds(dataset: str, seed: int, repeats: int) -> tuple[float, int]:
+    """Best-of-``repeats`` time of one round's local computation over every device.
+
+    The round is the non-private recipe's, the one ``fedpers simulate`` runs without
+    ``--dp`` (its ``dim``, initialisation and local training).
+    """
+    recipe = recommended_config(None)
     data = load_dataset(dataset, seed=seed)
     split = leave_one_out(data, seed=seed)
-    config = ModelConfig(n_items=split.n_items, dim=dim)
+    config = ModelConfig(n_items=split.n_items, dim=recipe.dim, init_std=recipe.init_std)
     arrays = shared_arrays(ItemSide(config, seed=seed))
     devices = list(range(split.n_users))
-    users = initial_user_vectors(seed, devices, dim)
-    instructions = RoundInstructions(1, seed, 0.0, 0.0, LocalTrainConfig())
+    users = initial_user_vectors(seed, devices, recipe.dim)
+    instructions = RoundInstructions(1, seed, 0.0, 0.0, recipe.local)
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -81,12 +92,11 @@ def main() -> int:
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--rounds", type=int, default=4, help="cohort-mode rounds")
     parser.add_argument("--node-rounds", type=int, default=2, help="node-mode rounds (0: skip)")
-    parser.add_argument("--dim", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    pure, n = pure_local_seconds(args.dataset, args.dim, args.seed, repeats=2)
+    pure, n = pure_local_seconds(args.dataset, args.seed, repeats=2)
     with tempfile.TemporaryDirectory(prefix="fedpers-speed-") as tmp:
         cohort = simulate_rounds(args.dataset, "cohort", args.rounds, Path(tmp) / "cohort", [])
         node = (
