@@ -45,6 +45,7 @@ from fedpers.client.device_round import (
     run_device_rounds,
 )
 from fedpers.client.model import ItemSide, ModelConfig, shared_arrays
+from fedpers.client.session import session_vectors
 from fedpers.client.training.local import train_devices
 from fedpers.privacy.dp.accounting import default_delta, epsilon_for, solve_noise_multiplier
 from fedpers.simulation.centralized import CentralizedConfig, train_centralized
@@ -62,6 +63,31 @@ def _log(message: str) -> None:
 
 def _metrics(m: Any) -> dict[str, float]:
     return {k: round(float(getattr(m, k)), 4) for k in METRICS}
+
+
+def session_scorer(central: Any, split: Any) -> Any:
+    """The centralized model ranked the way the non-private devices rank: session-shifted.
+
+    Context for the comparison, not a target: the centralized reference is plain BPR, and
+    the devices' session shift (:mod:`fedpers.client.session`) is a ranking-time use of
+    their own latest events that any model can get. This row gives it to centralized BPR
+    too, with the non-private recipe's setting.
+    """
+    session = recommended_config(None).eval_local.session
+    indptr, items = split.history("test")
+    shift = session_vectors(
+        central.item_vectors,
+        [items[indptr[u] : indptr[u + 1]] for u in range(split.n_users)],
+        session.decay,
+        session.window,
+    )
+    queries = central.user_vectors + session.weight * shift
+
+    def score(users: np.ndarray) -> np.ndarray:
+        out: np.ndarray = queries[users] @ central.item_vectors.T + central.item_bias
+        return out
+
+    return score
 
 
 def federated_point(split: Any, features: Any, epsilon: float, seed: int) -> dict[str, Any]:
@@ -139,6 +165,7 @@ def run(epsilons: list[float], seed: int, dataset: str) -> dict[str, Any]:
     _log("centralized reference ...")
     central = train_centralized(data, split, CentralizedConfig(seed=seed), progress=False)
     central_m = _metrics(central.metrics)
+    central_session = _metrics(evaluate(session_scorer(central, split), split))
     popularity = _metrics(evaluate(popularity_scorer(split, "test"), split))
     curve = []
     for eps in epsilons:
@@ -173,6 +200,7 @@ def run(epsilons: list[float], seed: int, dataset: str) -> dict[str, Any]:
         "delta": default_delta(split.n_users),
         "sampling": "all",
         "centralized": central_m,
+        "centralized_with_session": central_session,
         "popularity": popularity,
         "curve": curve,
         "round_speed": round_speed(split, seed, repeats=3),
@@ -188,12 +216,15 @@ def run(epsilons: list[float], seed: int, dataset: str) -> dict[str, Any]:
 def table(result: dict[str, Any]) -> str:
     """The curve as a text table."""
     c, p = result["centralized"], result["popularity"]
+    cs = result["centralized_with_session"]
     lines = [
         f"federated accuracy on {result['dataset']} ({result['num_devices']} devices, "
         f"delta={result['delta']:.2e}, every device every round)",
         f"{'model':<22}{'hr10_s':>8}{'ndcg10_s':>10}{'hr10_f':>8}{'ndcg10_f':>10}{'sigma':>8}",
         f"{'centralized':<22}{c['hr10_sampled']:>8.4f}{c['ndcg10_sampled']:>10.4f}"
         f"{c['hr10_full']:>8.4f}{c['ndcg10_full']:>10.4f}",
+        f"{'centralized + session':<22}{cs['hr10_sampled']:>8.4f}{cs['ndcg10_sampled']:>10.4f}"
+        f"{cs['hr10_full']:>8.4f}{cs['ndcg10_full']:>10.4f}",
         f"{'popularity':<22}{p['hr10_sampled']:>8.4f}{p['ndcg10_sampled']:>10.4f}"
         f"{p['hr10_full']:>8.4f}{p['ndcg10_full']:>10.4f}",
     ]

@@ -2,7 +2,8 @@
 
 Targets (issue #3): p99 <= 5 ms with 1,682 items (ML-100K) and <= 20 ms with 100,000
 items. Each iteration appends one durable event to the device's SQLite store (WAL), folds
-it into the private user vector, persists the vector, and ranks the whole catalogue.
+it into the private user vector, persists the vector, and ranks the whole catalogue with
+the session-shifted query of the non-private recipe (:mod:`fedpers.client.session`).
 
 Usage::
 
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from fedpers.client.consent import ConsentManager
+from fedpers.client.device_round import recommended_config
 from fedpers.client.global_model import GlobalModel
 from fedpers.client.model import ModelConfig
 from fedpers.client.personalizer import Personalizer
@@ -40,7 +42,11 @@ def measure(n_items: int, iterations: int, warm_history: int, seed: int = 0) -> 
         (rng.standard_normal((n_items, dim)) * 0.1).astype(np.float32),
         (rng.standard_normal(n_items) * 0.1).astype(np.float32),
     ]
-    model = GlobalModel.from_arrays(ModelConfig(n_items=n_items, dim=dim), arrays, items)
+    # ranked the way the shipped non-private recipe ranks: with its session shift
+    session = recommended_config(None).eval_local.session
+    model = GlobalModel.from_arrays(
+        ModelConfig(n_items=n_items, dim=dim), arrays, items, meta={"session": session.to_meta()}
+    )
     with tempfile.TemporaryDirectory() as tmp:
         store = EventStore.create(Path(tmp) / "device.db", items)
         ConsentManager(store).grant(

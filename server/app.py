@@ -393,6 +393,7 @@ def _loop(
                 "epsilon": rep.epsilon,
                 "delta": rep.delta,
                 "run_dir": str(run_dir),
+                "session": config.eval_local_config.session.to_meta(),
             }
             path = _save_model(config, current_arrays, server_round, meta)
             db.register_model(server_round, path, sha256_file(path), record.metrics)

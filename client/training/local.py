@@ -42,6 +42,7 @@ import torch
 
 from fedpers.client.metrics import hits_at_k, ndcgs_at_k, ranks_of
 from fedpers.client.model import ModelConfig
+from fedpers.client.session import SessionConfig, check_session, session_vectors
 from fedpers.client.training.update import LocalUpdate
 from fedpers.privacy.errors import ConfigError
 
@@ -77,6 +78,13 @@ class LocalTrainConfig:
         l2: weight decay on the rows and the user vector an example touches.
         user_warmup: full-batch steps on the user vector alone before the item side moves.
         train_items: ``False`` freezes the shared side (a user-vector-only round).
+        session_weight: ranking only (training ignores it): how far the device's recent
+            events shift its query, ``u + session_weight * s`` with ``s`` the
+            decay-weighted mean of the global item vectors of its last
+            ``session_window`` history items (:mod:`fedpers.client.session`); ``0``
+            ranks with ``u`` alone.
+        session_decay: weight ratio between a history item and the next newer one.
+        session_window: how many of the newest history items the session vector uses.
     """
 
     epochs: int = 2
@@ -89,8 +97,12 @@ class LocalTrainConfig:
     l2: float = 0.0
     user_warmup: int = 10
     train_items: bool = True
+    session_weight: float = 0.0
+    session_decay: float = 0.7
+    session_window: int = 10
 
     def __post_init__(self) -> None:
+        check_session(self.session_weight, self.session_decay, self.session_window)
         if self.epochs < 0 or self.user_warmup < 0:
             raise ConfigError("epochs and user_warmup must be >= 0")
         if self.negatives < 1:
@@ -104,6 +116,11 @@ class LocalTrainConfig:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ConfigError(f"{name} must be >= 0")
+
+    @property
+    def session(self) -> SessionConfig:
+        """The ranking-time session settings (:class:`~fedpers.client.session.SessionConfig`)."""
+        return SessionConfig(self.session_weight, self.session_decay, self.session_window)
 
     @property
     def bias_lr(self) -> float:
@@ -136,7 +153,7 @@ class LocalTrainConfig:
                 kwargs[name] = None if float(value) < 0 else float(value)  # type: ignore[arg-type]
             elif name == "train_items":
                 kwargs[name] = bool(value)
-            elif name in ("lr_item", "lr_user", "l2"):
+            elif name in ("lr_item", "lr_user", "l2", "session_weight", "session_decay"):
                 kwargs[name] = float(value)  # type: ignore[arg-type]
             else:
                 kwargs[name] = int(value)  # type: ignore[call-overload]
@@ -579,7 +596,10 @@ def score_devices(
 
     Each device fine-tunes its copy of the shared side and its user vector on its own
     positives exactly as in :func:`train_devices` (same ``config`` and ``seeds`` give
-    the same copy) and scores the catalogue with the fine-tuned copy.
+    the same copy) and scores the catalogue with the fine-tuned copy. With
+    ``config.session_weight > 0`` the query is the fine-tuned user vector shifted by the
+    device's session vector over the global item vectors
+    (:func:`fedpers.client.session.session_vector`; ``train_items`` in time order).
 
     Args:
         global_arrays: the global shared parameters in wire order.
@@ -602,16 +622,25 @@ def score_devices(
     out = np.empty((len(train_items), model_config.n_items), dtype=np.float64)
     g_emb = torch.as_tensor(np.asarray(global_arrays[0], dtype=np.float32))
     g_bias = torch.as_tensor(np.asarray(global_arrays[1], dtype=np.float32))
+    g_vecs = g_emb
+    if feats is not None and len(global_arrays) > 2:
+        g_vecs = g_emb + feats @ torch.as_tensor(np.asarray(global_arrays[2], dtype=np.float32))
     for idx in _chunks(train_items, model_config, config):
+        histories = [np.asarray(train_items[i], dtype=np.int64) for i in idx]
         chunk = _train_chunk(
             global_arrays,
             feats,
-            [np.asarray(train_items[i], dtype=np.int64) for i in idx],
+            histories,
             user_vectors[idx],
             config,
             [int(seeds[i]) for i in idx],
         )
         users = chunk.users
+        if config.session_weight > 0:
+            recent = session_vectors(
+                g_vecs.numpy(), histories, config.session_decay, config.session_window
+            )
+            users = users + config.session_weight * torch.as_tensor(recent, dtype=torch.float32)
         with torch.no_grad():
             scores = users @ g_emb.T + g_bias  # untouched rows: the global item side
             local_vecs = chunk.emb

@@ -149,6 +149,21 @@ def test_recommended_config_picks_the_recipe_for_the_budget() -> None:
         assert len(recipe.lr_scales) in (0, n_arrays)
         if recipe.private:
             assert recipe.clip_norm > 0
+        # the session shift is a ranking setting: local training never carries one
+        assert recipe.local.session_weight == 0.0
+    assert recommended_config(None).eval_local.session_weight > 0
+    assert "session-shifted ranking" in recommended_config(None).note
+    # the ranking setting reaches devices through the round config
+    instr = RoundInstructions(
+        server_round=1,
+        seed=0,
+        clip_norm=0.0,
+        noise_share_std=0.0,
+        local=recommended_config(None).eval_local,
+    )
+    assert RoundInstructions.from_config(instr.to_config()).local.session == (
+        recommended_config(None).eval_local.session
+    )
     # between two tuned budgets: the smaller one (never more noise-hungry than asked)
     assert recommended_config(5.0).epsilon == 4.0
     assert recommended_config(0.5) is RECIPES[0]

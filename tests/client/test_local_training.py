@@ -63,6 +63,11 @@ def test_config_round_trips_and_rejects_bad_values() -> None:
         LocalTrainConfig(lr_item=-1.0)
     with pytest.raises(ConfigError):
         LocalTrainConfig.from_dict({"nope": 1})
+    ranking = LocalTrainConfig(session_weight=2.0, session_decay=0.5, session_window=4)
+    assert LocalTrainConfig.from_dict(ranking.to_dict()) == ranking
+    assert ranking.session.weight == 2.0 and ranking.session.window == 4
+    with pytest.raises(ConfigError):
+        LocalTrainConfig(session_decay=0.0)
 
 
 def test_delta_is_sparse_in_touched_rows_and_inputs_untouched() -> None:
@@ -280,3 +285,32 @@ def test_fold_in_is_fast_on_ml100k_sized_catalogue() -> None:
         times.append(time.perf_counter() - t)
     # well under 1 ms here; the bound leaves room for a loaded 2-core machine
     assert float(np.median(times)) < 2e-3
+
+
+def test_session_weight_shifts_the_query_by_the_latest_items() -> None:
+    """Scores with a session weight are ``(u + w s) . v + b``, s over the history's tail."""
+    cfg = ModelConfig(n_items=N_ITEMS, dim=DIM)
+    g = _globals(cfg)
+    items = _cohort(4)
+    users = _users(4)
+    frozen = LocalTrainConfig(epochs=0, user_warmup=0)
+    plain = score_devices(g, cfg, None, items, users, frozen, list(range(4)))
+    ranked = LocalTrainConfig(
+        epochs=0, user_warmup=0, session_weight=1.5, session_decay=0.5, session_window=3
+    )
+    shifted = score_devices(g, cfg, None, items, users, ranked, list(range(4)))
+    for i, history in enumerate(items):
+        tail = history[-3:]
+        weights = 0.5 ** np.arange(len(tail) - 1, -1, -1)
+        s = (weights / weights.sum()) @ g[0][tail]
+        np.testing.assert_allclose(shifted[i], (users[i] + 1.5 * s) @ g[0].T + g[1], atol=1e-5)
+        assert not np.allclose(shifted[i], plain[i])
+    # training ignores the ranking setting: the same deltas and user vectors
+    a = train_devices(g, cfg, None, items, users, LocalTrainConfig(epochs=1), [1, 2, 3, 4])
+    b = train_devices(
+        g, cfg, None, items, users, LocalTrainConfig(epochs=1, session_weight=3.0), [1, 2, 3, 4]
+    )
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x.user_vector, y.user_vector)
+        for dx, dy in zip(x.delta, y.delta, strict=True):
+            np.testing.assert_array_equal(dx, dy)

@@ -11,6 +11,7 @@ from fedpers.client.consent import ConsentManager
 from fedpers.client.global_model import GlobalModel
 from fedpers.client.model import ModelConfig
 from fedpers.client.personalizer import ItemFilter, Personalizer
+from fedpers.client.session import SessionConfig
 from fedpers.client.store import Event, EventStore
 from fedpers.privacy.consent import Purpose
 from fedpers.privacy.errors import ConfigError, ConsentError, StoreError
@@ -57,6 +58,58 @@ def test_next_recommendation_reflects_the_recorded_event(tmp_path: Path) -> None
     recs = p.recommend(5)
     assert all(int(r.item[1:]) >= 20 for r in recs), [r.item for r in recs]
     assert store.load_user_vector() is not None
+
+
+def _long_a_then_one_b(tmp_path: Path, name: str, session: SessionConfig | None) -> Personalizer:
+    """A device with a long history in cluster A (items 0-19) and one latest event in B."""
+    model = clustered_model()
+    store = make_store(tmp_path, name, *ALL)
+    p = Personalizer(store, model, fold_in_steps=20, fold_in_lr=0.5, session=session)
+    for t in range(15):
+        p.record(click(f"i{t}", 1e9 + t))
+    p.record(click("i25", 2e9))
+    return p
+
+
+def test_session_weight_brings_the_latest_event_forward(tmp_path: Path) -> None:
+    plain = [int(r.item[1:]) for r in _long_a_then_one_b(tmp_path, "a", None).recommend(5)]
+    assert all(i < 20 for i in plain), plain  # the long-term profile wins without a session
+    session = SessionConfig(weight=10.0, decay=0.3, window=3)
+    shifted = _long_a_then_one_b(tmp_path, "b", session).recommend(5)
+    assert all(int(r.item[1:]) >= 20 for r in shifted), [r.item for r in shifted]
+    assert all(r.basis == "personalised" for r in shifted)
+
+
+def test_session_setting_comes_from_the_published_model(tmp_path: Path) -> None:
+    base = clustered_model()
+    published = GlobalModel.from_arrays(
+        base.config,
+        base.arrays,
+        ITEMS,
+        meta={"session": SessionConfig(weight=10.0, decay=0.3, window=3).to_meta()},
+    )
+    store = make_store(tmp_path, "a", *ALL)
+    p = Personalizer(store, published, fold_in_steps=20, fold_in_lr=0.5)
+    for t in range(15):
+        p.record(click(f"i{t}", 1e9 + t))
+    p.record(click("i25", 2e9))
+    assert all(int(r.item[1:]) >= 20 for r in p.recommend(5))
+
+
+def test_without_p6_the_session_is_not_read_either(tmp_path: Path) -> None:
+    """Try to get past the P6 gate through the session: different latest events, same ranking."""
+    model = clustered_model()
+    session = SessionConfig(weight=5.0, decay=0.5, window=3)
+    outputs = []
+    for name, last in (("a", "i2"), ("b", "i33")):
+        store = make_store(tmp_path, name, *ALL)
+        p = Personalizer(store, model, fold_in_steps=20, fold_in_lr=0.5, session=session)
+        p.record(click("i10", 1e9))
+        p.record(click(last, 2e9))
+        ConsentManager(store).withdraw(Purpose.USE_PROFILES)
+        outputs.append([(r.item, r.basis) for r in p.recommend(10)])
+    assert outputs[0] == outputs[1]
+    assert {basis for _, basis in outputs[0]} == {"popular"}
 
 
 def test_seen_items_are_excluded_and_explained(tmp_path: Path) -> None:

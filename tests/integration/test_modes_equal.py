@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from fedpers.client.app import ClientSettings, make_client_app
+from fedpers.client.global_model import GlobalModel
+from fedpers.client.session import SessionConfig
 from fedpers.client.training.local import LocalTrainConfig
 from fedpers.server.app import run_federation
 from fedpers.server.config import FederationConfig
@@ -53,8 +55,9 @@ def _run(tmp: Path, data, split, mode: str, reply: str = "per-device", **kw):  #
     [
         {},
         {"dp": "user", "noise_multiplier": 0.7, "clip_norm": 0.5, "clients_per_round": 10},
+        {"eval_local": {**LOCAL, "session_weight": 2.0, "session_decay": 0.6}},
     ],
-    ids=["nonprivate-all", "dp-fixed-cohort"],
+    ids=["nonprivate-all", "dp-fixed-cohort", "session-ranking"],
 )
 def test_cohort_node_and_fedsim_core_agree(tmp_path: Path, split_and_data, kw) -> None:  # type: ignore[no-untyped-def]
     data, split = split_and_data
@@ -71,6 +74,7 @@ def test_cohort_node_and_fedsim_core_agree(tmp_path: Path, split_and_data, kw) -
             clip_norm=kw.get("clip_norm", 0.0),
             noise_multiplier=kw.get("noise_multiplier", 0.0),
             clients_per_round=kw.get("clients_per_round"),
+            eval_local=LocalTrainConfig.from_dict(kw["eval_local"]) if "eval_local" in kw else None,
         ),
     )
     assert cohort.rounds_completed == node.rounds_completed == 3
@@ -85,3 +89,7 @@ def test_cohort_node_and_fedsim_core_agree(tmp_path: Path, split_and_data, kw) -
         assert cohort.metrics[key] == pytest.approx(getattr(ref.metrics, key), abs=1e-12)
         assert node.metrics[key] == pytest.approx(cohort.metrics[key], abs=1e-12)
     assert (cohort.epsilon is None) == ("noise_multiplier" not in kw)
+    # the published model carries the ranking's session setting to the devices
+    published = GlobalModel.load(sorted((tmp_path / "cohort" / "models").glob("*.npz"))[-1])
+    expected = LocalTrainConfig.from_dict(kw.get("eval_local", LOCAL)).session
+    assert SessionConfig.from_meta(published.meta["session"]) == expected
