@@ -40,8 +40,16 @@ def plot_epsilon_curve(result: dict, out: Path) -> Path:
     ):
         xs = eps + ([right] if public else [])
         ys = [p[metric] for p in private] + ([public[0][metric]] if public else [])
-        ax.plot(xs, ys, "o-", label="federated (global model + local fine-tuning)")
+        ax.plot(xs, ys, "o-", label="federated (global model + on-device personalization)")
         ax.axhline(result["centralized"][metric], color="green", ls="--", label="centralized BPR")
+        if "centralized_with_session" in result:
+            ax.axhline(
+                result["centralized_with_session"][metric],
+                color="green",
+                ls="-.",
+                alpha=0.6,
+                label="centralized BPR, session-shifted ranking",
+            )
         ax.axhline(result["popularity"][metric], color="gray", ls=":", label="popularity")
         ax.set_xscale("log", base=2)
         ticks = [*eps, right] if public else eps
@@ -49,7 +57,9 @@ def plot_epsilon_curve(result: dict, out: Path) -> Path:
         ax.set_xlabel("user-level epsilon (delta = 0.1/N)")
         ax.set_title(title)
         ax.grid(alpha=0.3)
-    axes[0].legend(loc="upper left", fontsize=8)
+        low, high = ax.get_ylim()
+        ax.set_ylim(low, high + 0.06 * (high - low))
+    axes[1].legend(loc="upper left", fontsize=8)
     fig.suptitle(f"MovieLens-100K, {result['num_devices']} devices, all devices every round")
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
