@@ -142,22 +142,24 @@ def session_query(
     user_vector: np.ndarray,
     item_vectors: np.ndarray,
     history: np.ndarray,
-    weight: float,
-    decay: float,
-    window: int,
+    session: SessionConfig,
 ) -> np.ndarray:
-    """The ranking query ``u + weight * s`` of one device (``u`` itself when ``weight`` is 0).
+    """The ranking query ``u + weight * s`` of one device (``u`` itself when the weight is 0).
+
+    Args:
+        user_vector: ``[dim]`` the device's private user vector.
+        item_vectors: ``[items, dim]`` the global item vectors.
+        history: the device's item indices in time order (oldest first).
+        session: the weight, decay and window.
 
     Returns:
         ``float32[dim]``, a new array.
 
     Raises:
-        ConfigError: on invalid parameters (see :func:`check_session`).
+        ConfigError: when a history item falls outside the catalogue.
     """
-    check_session(weight, decay, window)
     query = np.array(user_vector, dtype=np.float32, copy=True)
-    if weight > 0:
-        query += np.float32(weight) * session_vector(item_vectors, history, decay, window).astype(
-            np.float32
-        )
+    if session.weight > 0:
+        shift = session_vector(item_vectors, history, session.decay, session.window)
+        query += np.float32(session.weight) * shift.astype(np.float32)
     return query

@@ -13,6 +13,7 @@ from fedpers.client.session import (
     session_vector,
     session_vectors,
 )
+from fedpers.client.training.local import LocalTrainConfig
 from fedpers.privacy.errors import ConfigError
 
 VECS = np.arange(20, dtype=np.float64).reshape(10, 2)
@@ -41,11 +42,11 @@ def test_order_matters() -> None:
 def test_empty_history_gives_zeros_and_weight_zero_gives_the_user_vector() -> None:
     np.testing.assert_array_equal(session_vector(VECS, np.array([], np.int64), 0.7, 5), [0, 0])
     u = np.array([0.5, -1.0], dtype=np.float32)
-    q = session_query(u, VECS, np.array([3, 4]), weight=0.0, decay=0.7, window=5)
+    q = session_query(u, VECS, np.array([3, 4]), SessionConfig(weight=0.0))
     np.testing.assert_array_equal(q, u)
     q[0] = 99.0
     assert u[0] == 0.5  # a new array, the input is untouched
-    shifted = session_query(u, VECS, np.array([4]), weight=2.0, decay=0.7, window=5)
+    shifted = session_query(u, VECS, np.array([4]), SessionConfig(weight=2.0))
     np.testing.assert_allclose(shifted, u + 2.0 * VECS[4])
 
 
@@ -65,7 +66,7 @@ def test_bad_settings_are_named_errors(weight: float, decay: float, window: int)
     with pytest.raises(ConfigError):
         SessionConfig(weight, decay, window)
     with pytest.raises(ConfigError):
-        session_query(np.zeros(2), VECS, np.array([1]), weight, decay, window)
+        LocalTrainConfig(session_weight=weight, session_decay=decay, session_window=window)
 
 
 def test_history_outside_the_catalogue_is_refused() -> None:
