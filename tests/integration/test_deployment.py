@@ -219,7 +219,8 @@ def test_unregistered_or_unverified_supernodes_are_refused(
 
 
 def test_ctrl_c_stops_every_process(no_leftovers: Path, tiny_log: Path) -> None:
-    plan = _prepare(no_leftovers / "run", tiny_log)
+    # enough rounds that the run cannot finish between "submitted" and the Ctrl-C
+    plan = _prepare(no_leftovers / "run", tiny_log, rounds=50)
     err = no_leftovers / "stderr.txt"
     fedpers = str(Path(sys.executable).parent / "fedpers")
     with err.open("w") as sink:
