@@ -195,20 +195,27 @@ class ProcessGroup:
 
 @contextlib.contextmanager
 def processes(log_dir: Path) -> Iterator[ProcessGroup]:
-    """A :class:`ProcessGroup` stopped on exit, on error and on SIGTERM/SIGINT."""
+    """A :class:`ProcessGroup` stopped on exit, on error and on SIGTERM/SIGINT.
+
+    Both signals are handled explicitly (as :class:`KeyboardInterrupt`), also SIGINT:
+    a process started in the background by a non-interactive shell inherits SIGINT
+    *ignored*, and Python then installs no Ctrl-C handler of its own, so the deployment
+    would run on and keep its processes.
+    """
     group = ProcessGroup(log_dir)
 
     def on_signal(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
     main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, on_signal) if main else None
+    handled = (signal.SIGTERM, signal.SIGINT)
+    previous = {sig: signal.signal(sig, on_signal) for sig in handled} if main else {}
     try:
         yield group
     finally:
         group.stop()
-        if main:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def wait_listening(group: ProcessGroup, name: str, port: int, timeout: float) -> None:
