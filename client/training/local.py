@@ -348,6 +348,16 @@ def _warmup(
     return users
 
 
+def _global_item_vectors(
+    global_arrays: Sequence[np.ndarray], feats: torch.Tensor | None
+) -> torch.Tensor:
+    """The global effective item vectors ``E + A W`` (``E`` alone without a tower)."""
+    emb = torch.as_tensor(np.asarray(global_arrays[0], dtype=np.float32))
+    if feats is None or len(global_arrays) <= 2:
+        return emb
+    return emb + feats @ torch.as_tensor(np.asarray(global_arrays[2], dtype=np.float32))
+
+
 def _train_chunk(
     global_arrays: Sequence[np.ndarray],
     feats: torch.Tensor | None,
@@ -373,7 +383,7 @@ def _train_chunk(
     ]
 
     # 1. user warm-up (fold-in) against the frozen global item side.
-    g_vecs = g_emb if g_tower is None or feats is None else g_emb + feats @ g_tower
+    g_vecs = _global_item_vectors(global_arrays, feats)
     users = _warmup(users, g_vecs, g_bias, train_items, schedules, config)
 
     # 2. the rows each device touches, and its sparse copy of them.
@@ -622,9 +632,10 @@ def score_devices(
     out = np.empty((len(train_items), model_config.n_items), dtype=np.float64)
     g_emb = torch.as_tensor(np.asarray(global_arrays[0], dtype=np.float32))
     g_bias = torch.as_tensor(np.asarray(global_arrays[1], dtype=np.float32))
-    g_vecs = g_emb
-    if feats is not None and len(global_arrays) > 2:
-        g_vecs = g_emb + feats @ torch.as_tensor(np.asarray(global_arrays[2], dtype=np.float32))
+    # the session vectors average global item vectors (only needed when they are used)
+    session_items = (
+        _global_item_vectors(global_arrays, feats).numpy() if config.session_weight > 0 else None
+    )
     for idx in _chunks(train_items, model_config, config):
         histories = [np.asarray(train_items[i], dtype=np.int64) for i in idx]
         chunk = _train_chunk(
@@ -636,9 +647,9 @@ def score_devices(
             [int(seeds[i]) for i in idx],
         )
         users = chunk.users
-        if config.session_weight > 0:
+        if session_items is not None:
             recent = session_vectors(
-                g_vecs.numpy(), histories, config.session_decay, config.session_window
+                session_items, histories, config.session_decay, config.session_window
             )
             users = users + config.session_weight * torch.as_tensor(recent, dtype=torch.float32)
         with torch.no_grad():
