@@ -213,29 +213,28 @@ def run(epsilons: list[float], seed: int, dataset: str) -> dict[str, Any]:
     }
 
 
+def _row(name: str, metrics: dict[str, Any], sigma: float | None = None) -> str:
+    """One line of the text table: the four figures (and sigma for a federated point)."""
+    line = f"{name:<22}" + "".join(
+        f"{metrics[k]:>{10 if k.startswith('ndcg') else 8}.4f}" for k in METRICS
+    )
+    return line if sigma is None else f"{line}{sigma:>8.3f}"
+
+
 def table(result: dict[str, Any]) -> str:
     """The curve as a text table."""
-    c, p = result["centralized"], result["popularity"]
-    cs = result["centralized_with_session"]
     lines = [
         f"federated accuracy on {result['dataset']} ({result['num_devices']} devices, "
         f"delta={result['delta']:.2e}, every device every round)",
         f"{'model':<22}{'hr10_s':>8}{'ndcg10_s':>10}{'hr10_f':>8}{'ndcg10_f':>10}{'sigma':>8}",
-        f"{'centralized':<22}{c['hr10_sampled']:>8.4f}{c['ndcg10_sampled']:>10.4f}"
-        f"{c['hr10_full']:>8.4f}{c['ndcg10_full']:>10.4f}",
-        f"{'centralized + session':<22}{cs['hr10_sampled']:>8.4f}{cs['ndcg10_sampled']:>10.4f}"
-        f"{cs['hr10_full']:>8.4f}{cs['ndcg10_full']:>10.4f}",
-        f"{'popularity':<22}{p['hr10_sampled']:>8.4f}{p['ndcg10_sampled']:>10.4f}"
-        f"{p['hr10_full']:>8.4f}{p['ndcg10_full']:>10.4f}",
+        _row("centralized", result["centralized"]),
+        _row("centralized + session", result["centralized_with_session"]),
+        _row("popularity", result["popularity"]),
     ]
     for point in result["curve"]:
         eps = point["epsilon"]
         name = "federated eps=inf" if eps is None else f"federated eps={eps:g}"
-        lines.append(
-            f"{name:<22}{point['hr10_sampled']:>8.4f}{point['ndcg10_sampled']:>10.4f}"
-            f"{point['hr10_full']:>8.4f}{point['ndcg10_full']:>10.4f}"
-            f"{point['noise_multiplier']:>8.3f}"
-        )
+        lines.append(_row(name, point, point["noise_multiplier"]))
     speed = result["round_speed"]
     lines.append(
         f"one round of {speed['devices']:.0f} devices: local training {speed['train_seconds']} s, "
