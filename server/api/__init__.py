@@ -1,1 +1,1 @@
-"""fedpers.server.api."""
+"""The consent-aware personalization API (FastAPI + uvicorn): `fedpers serve`."""

@@ -1,0 +1,1 @@
+"""On-device inference: ranking, fold-in and sessions (numpy only, no torch)."""

@@ -1,0 +1,1 @@
+"""HTTP routes of the personalization API, one module per resource."""

@@ -1,0 +1,1 @@
+"""The `fedpers serve` command line."""
