@@ -1,19 +1,26 @@
 """The ``fedpers`` command line: one typer application, one sub-application per area.
 
 Every command that reports figures accepts ``--json`` and then prints exactly one JSON
-object on stdout; progress and logs go to stderr. Library errors become one-line
-messages with exit code 2 here, at the edge, and nowhere deeper.
+object on stdout; progress and logs go to stderr. Library errors and bad input become
+one-line messages with exit code 2 at the edge (:mod:`fedpers.simulation.cli_edge`),
+and nowhere deeper.
+
+Start-up stays fast: the command modules registered here import only typer, rich and
+light fedpers modules at import time; torch, flwr, Ray, TenSEAL, matplotlib and FastAPI
+are imported inside the command functions that need them
+(``tests/simulation/test_cli_startup.py`` checks it).
 """
 
 from __future__ import annotations
 
-import sys
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated
 
 import typer
 
-from fedpers.privacy.errors import FedpersError
+from fedpers.simulation.cli_edge import run_app
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "package_version"]
 
 app = typer.Typer(
     name="fedpers",
@@ -30,6 +37,35 @@ app = typer.Typer(
 )
 
 
+def package_version() -> str:
+    """The installed version of the ``fedpers`` distribution."""
+    try:
+        return version("fedpers")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "unknown"
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"fedpers {package_version()}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print the installed fedpers version and exit.",
+            callback=_show_version,
+            is_eager=True,
+        ),
+    ] = False,
+) -> None:
+    """Privacy-preserving federated personalization."""
+
+
 def _register_subcommands() -> None:
     """Attach the sub-applications; each lives in the module that owns its area."""
     from fedpers.client.cli import client_app
@@ -38,6 +74,7 @@ def _register_subcommands() -> None:
     from fedpers.simulation.cli_data import data_app
     from fedpers.simulation.cli_deploy import deploy_app
     from fedpers.simulation.cli_keys import keys_app
+    from fedpers.simulation.cli_runs import runs_app
     from fedpers.simulation.cli_simulate import simulate_command
 
     app.add_typer(data_app, name="data")
@@ -45,6 +82,7 @@ def _register_subcommands() -> None:
     app.add_typer(client_app, name="client")
     app.add_typer(keys_app, name="keys")
     app.add_typer(deploy_app, name="deploy")
+    app.add_typer(runs_app, name="runs")
     app.command("simulate")(simulate_command)
     app.command("audit")(audit)
 
@@ -53,9 +91,5 @@ _register_subcommands()
 
 
 def main() -> None:
-    """Console-script entry point: run the app, turning fedpers errors into one line."""
-    try:
-        app()
-    except FedpersError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+    """Console-script entry point: run the app; every error is one line, exit code 2."""
+    run_app(app, prog_name="fedpers")

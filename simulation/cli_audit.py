@@ -9,13 +9,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import torch
 import typer
 
-from fedpers.privacy.audit.report import AuditReport
-from fedpers.simulation.audit import AuditOptions, failed_verdicts, write_report
+if TYPE_CHECKING:
+    from fedpers.privacy.audit.report import AuditReport
 
 __all__ = ["audit", "audit_command", "summary_of"]
 
@@ -97,6 +96,10 @@ def audit(
         fedpers audit runs/ml100k-eps8 --check
         fedpers audit runs/ml100k-eps8 --skip-empirical --json
     """
+    import torch  # the audit's federations: only when the command runs
+
+    from fedpers.simulation.audit import AuditOptions, failed_verdicts, write_report
+
     # one intra-op thread: reproducible float sums (the same audit gives the same figures)
     # and no oversubscription of small machines
     torch.set_num_threads(1)

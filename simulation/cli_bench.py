@@ -6,16 +6,11 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
-import torch
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from fedpers.simulation.centralized import CentralizedConfig, centralized_report
-from fedpers.simulation.data.loader import load_dataset
-from fedpers.simulation.evaluation import METRIC_NAMES
-
-__all__ = ["bench_app"]
+__all__ = ["CENTRALIZED_DEFAULTS", "bench_app"]
 
 bench_app = typer.Typer(
     help=(
@@ -26,11 +21,23 @@ bench_app = typer.Typer(
     no_args_is_help=True,
 )
 
-_DEFAULTS = CentralizedConfig()
+CENTRALIZED_DEFAULTS: dict[str, Any] = {
+    "dim": 128,
+    "epochs": 60,
+    "lr": 0.003,
+    "l2": 0.005,
+    "negatives": 8,
+    "use_item_features": False,
+}
+"""The option defaults of ``bench centralized``: :class:`CentralizedConfig`'s own (a test
+keeps them equal), written out so that ``fedpers --help`` need not import torch."""
+_DEFAULTS = CENTRALIZED_DEFAULTS
 
 
 def _report_tables(report: dict[str, Any]) -> list[Table]:
     """The model beside popularity, then per-group HR@10 (sampled / full)."""
+    from fedpers.simulation.evaluation import METRIC_NAMES
+
     main = Table(
         title=f"centralized reference: {report['dataset']}",
         caption=(
@@ -79,20 +86,20 @@ def centralized(
         str,
         typer.Option("--dataset", help="ml-100k, synthetic, or the path of a CSV/TSV/JSONL log."),
     ] = "ml-100k",
-    dim: Annotated[int, typer.Option(help="Embedding dimension.")] = _DEFAULTS.dim,
+    dim: Annotated[int, typer.Option(help="Embedding dimension.")] = _DEFAULTS["dim"],
     epochs: Annotated[
         int, typer.Option(help="Maximum selection epochs (early stopping on validation).")
-    ] = _DEFAULTS.epochs,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = _DEFAULTS.lr,
+    ] = _DEFAULTS["epochs"],
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = _DEFAULTS["lr"],
     l2: Annotated[float, typer.Option(help="L2 penalty on user and item vectors.")] = (
-        _DEFAULTS.l2
+        _DEFAULTS["l2"]
     ),
     negatives: Annotated[
         int, typer.Option(help="Negative items sampled per positive pair.")
-    ] = _DEFAULTS.negatives,
+    ] = _DEFAULTS["negatives"],
     item_features: Annotated[
         bool, typer.Option(help="Train the item attribute tower (needs item features).")
-    ] = _DEFAULTS.use_item_features,
+    ] = _DEFAULTS["use_item_features"],
     seed: Annotated[int, typer.Option(help="Seed of training (and of synthetic data).")] = 0,
     cache_dir: Annotated[
         Path | None,
@@ -119,6 +126,11 @@ def centralized(
       $ fedpers bench centralized --dataset ml-100k --dim 32 --json
       $ fedpers bench centralized --dataset events.csv --epochs 20
     """
+    import torch
+
+    from fedpers.simulation.centralized import CentralizedConfig, centralized_report
+    from fedpers.simulation.data.loader import load_dataset
+
     torch.set_num_threads(1)
     config = CentralizedConfig(
         dim=dim,

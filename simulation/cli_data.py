@@ -12,11 +12,6 @@ from rich.console import Console
 from rich.table import Table
 
 from fedpers.privacy.errors import DataError
-from fedpers.simulation.data.loader import load_dataset
-from fedpers.simulation.data.logs import LOG_SUFFIXES, write_interaction_log
-from fedpers.simulation.data.movielens import ML100K_FILES, fetch_movielens_100k
-from fedpers.simulation.data.summary import dataset_summary
-from fedpers.simulation.data.synthetic import SyntheticConfig, generate_synthetic
 
 __all__ = ["data_app"]
 
@@ -84,6 +79,8 @@ def fetch(
             "('synthetic' is generated and file paths are read in place)",
             param_hint="DATASET",
         )
+    from fedpers.simulation.data.movielens import ML100K_FILES, fetch_movielens_100k
+
     with _stderr().status("Fetching MovieLens-100K (recbole 1.2.1 wheel from PyPI)..."):
         directory = fetch_movielens_100k(cache_dir)
     if as_json:
@@ -169,6 +166,9 @@ def info(
       $ fedpers data info synthetic --seed 3 --json
       $ fedpers data info ./events.csv
     """
+    from fedpers.simulation.data.loader import load_dataset
+    from fedpers.simulation.data.summary import dataset_summary
+
     with _stderr().status(f"Loading {dataset}..."):
         data = load_dataset(dataset, cache_dir=cache_dir, seed=seed)
     summary = dataset_summary(data)
@@ -220,6 +220,9 @@ def synth(
       $ fedpers data synth --users 1000000 --items 100000 \
           --events-per-user 10 --seed 1 --out big.jsonl --json
     """
+    from fedpers.simulation.data.logs import LOG_SUFFIXES, write_interaction_log
+    from fedpers.simulation.data.synthetic import SyntheticConfig, generate_synthetic
+
     if out.suffix.lower() not in LOG_SUFFIXES:
         raise DataError(
             f"{out}: unsupported extension '{out.suffix}', expected one of "

@@ -7,18 +7,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from fedpers.simulation import cli_options as opt
-from fedpers.simulation.deployment import (
-    DeploymentCommands,
-    DeploymentPlan,
-    deployment_commands,
-    prepare_deployment,
-)
+
+if TYPE_CHECKING:  # flwr and torch load with the deployment modules: only in the commands
+    from fedpers.simulation.deployment import DeploymentCommands, DeploymentPlan
 
 __all__ = ["deploy_app", "local_command", "prepare_command"]
 
@@ -174,6 +171,8 @@ def prepare_command(
         record_clip=record_clip,
         record_epsilon_budget=record_epsilon_budget,
     )
+    from fedpers.simulation.deployment import deployment_commands, prepare_deployment
+
     plan = prepare_deployment(options, out, host=host, tls=tls, auth=auth)
     commands = deployment_commands(plan)
     if as_json:

@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from fedpers.privacy.errors import FedpersError
-from fedpers.privacy.secagg import (
-    PUBLIC_CONTEXT_FILE,
-    SECRET_CONTEXT_FILE,
-    CkksParameters,
-    KeySetInfo,
-    generate_keys,
-    read_keyset,
-    rotate_keys,
-    write_keys,
-)
+
+if TYPE_CHECKING:  # TenSEAL loads with fedpers.privacy.secagg: only inside the commands
+    from fedpers.privacy.secagg import KeySetInfo
 
 __all__ = ["keys_app"]
 
@@ -46,6 +39,8 @@ def _parse_bits(text: str) -> tuple[int, ...]:
 
 
 def _emit(info: KeySetInfo, *, as_json: bool, action: str) -> None:
+    from fedpers.privacy.secagg import PUBLIC_CONTEXT_FILE, SECRET_CONTEXT_FILE
+
     data: dict[str, Any] = info.to_dict()
     if as_json:
         typer.echo(json.dumps(data, sort_keys=True))
@@ -97,6 +92,8 @@ def generate(
     as_json: JsonOpt = False,
 ) -> None:
     """Generate a new key set in DIRECTORY (refuses to overwrite one; use rotate)."""
+    from fedpers.privacy.secagg import CkksParameters, generate_keys, write_keys
+
     try:
         params = CkksParameters(
             poly_modulus_degree=poly_modulus_degree,
@@ -129,6 +126,8 @@ def rotate(
     Redistribute public.ctx to the coordinator, nodes and devices, and secret.ctx to the
     key holder, before the next round.
     """
+    from fedpers.privacy.secagg import rotate_keys
+
     try:
         info = rotate_keys(directory, keep_previous=not remove_previous)
     except FedpersError as exc:
@@ -139,6 +138,8 @@ def rotate(
 @keys_app.command("show")
 def show(directory: DirArg, as_json: JsonOpt = False) -> None:
     """Show the key set in DIRECTORY: key id, parameters, security, files (never secrets)."""
+    from fedpers.privacy.secagg import read_keyset
+
     try:
         info = read_keyset(directory)
     except FedpersError as exc:

@@ -9,11 +9,12 @@ same run from the same flags.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from fedpers.simulation.simulate import SimulateOptions
+if TYPE_CHECKING:
+    from fedpers.simulation.simulate import SimulateOptions
 
 __all__ = [
     "AdaptiveClip",
@@ -54,7 +55,7 @@ Dataset = Annotated[
     str, typer.Option("--dataset", help="ml-100k, synthetic, or the path of a CSV/TSV/JSONL log.")
 ]
 Rounds = Annotated[
-    int | None, typer.Option("--rounds", min=0, help="Federated rounds T (default: recipe).")
+    int | None, typer.Option("--rounds", min=1, help="Federated rounds T (default: recipe).")
 ]
 Dp = Annotated[str, typer.Option("--dp", help="none, user, record or both.")]
 Epsilon = Annotated[
@@ -153,6 +154,8 @@ def federation_options(
         lr_user: local user step size, if given.
         fields: every other option under its :class:`SimulateOptions` field name.
     """
+    from fedpers.simulation.simulate import SimulateOptions  # flwr, torch: only when run
+
     local = {"epochs": local_epochs, "lr_item": lr_item, "lr_user": lr_user}
     return SimulateOptions(
         out=str(out),

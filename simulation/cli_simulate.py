@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -16,9 +16,10 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from fedpers.privacy.errors import ConfigError
-from fedpers.server.config import FederationConfig
 from fedpers.simulation import cli_options as opt
-from fedpers.simulation.simulate import simulate
+
+if TYPE_CHECKING:
+    from fedpers.server.config import FederationConfig
 
 __all__ = ["main", "simulate_command"]
 
@@ -182,12 +183,15 @@ def simulate_command(
             parts.append(f"hr10_sampled {summary['hr10_sampled']:.4f}")
         progress.update(task, completed=summary["round"], description=", ".join(parts))
 
+    from fedpers.simulation.simulate import simulate  # flwr, torch, Ray: only when it runs
+
     try:
         result = simulate(
             options, resume_dir=resume, progress=on_round, on_start=on_start, verbose=verbose
         )
     finally:
-        progress.stop()
+        if progress.live.is_started:
+            progress.stop()  # stopping a bar never started would print a blank line
     if as_json:
         typer.echo(json.dumps(result))
     else:
@@ -196,17 +200,11 @@ def simulate_command(
 
 def main() -> None:
     """Run ``simulate`` on its own (``python -m fedpers.simulation.cli_simulate``)."""
-    import sys
-
-    from fedpers.privacy.errors import FedpersError
+    from fedpers.simulation.cli_edge import run_app
 
     standalone = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     standalone.command()(simulate_command)
-    try:
-        standalone()
-    except FedpersError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+    run_app(standalone, prog_name="fedpers simulate")
 
 
 if __name__ == "__main__":

@@ -33,15 +33,17 @@ from fedpers.client.device_round import FederationRecipe, recommended_config
 from fedpers.privacy.dp.accounting import default_delta, epsilon_for
 from fedpers.privacy.errors import ConfigError, StoreError
 from fedpers.server.app import FederationOutcome, RoundProgress, make_server_app
-from fedpers.server.checkpoint import load_checkpoint
+from fedpers.server.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from fedpers.server.config import FederationConfig
-from fedpers.server.rundb import RunDB
+from fedpers.server.optimizers import OPTIMIZERS
+from fedpers.server.rundb import RUN_DB_NAME, RunDB
 from fedpers.server.sampling import SamplingConfig, SamplingMethod
 from fedpers.simulation.data import load_dataset
 from fedpers.simulation.devices import population_is_lazy, prepare_devices, provision_device
 from fedpers.simulation.evaluation import leave_one_out
+from fedpers.simulation.out_dir import output_dir
 
-__all__ = ["SimulateOptions", "build_config", "run_flower_simulation", "simulate"]
+__all__ = ["SimulateOptions", "build_config", "check_options", "run_flower_simulation", "simulate"]
 
 logger = logging.getLogger(__name__)
 
@@ -398,26 +400,72 @@ def simulate(
     start = time.perf_counter()
     if resume_dir is not None:
         run_dir = Path(resume_dir)
+        _check_resumable(run_dir)  # before anything opens (and so creates) a file in it
         with RunDB.open(run_dir) as db:
             stored = db.read_config()
         if not stored:
             raise StoreError(f"{run_dir}: no run to resume (config missing)")
         config = FederationConfig.from_dict(stored)
-        load_checkpoint(run_dir)  # fails early and clearly when there is none
+        load_checkpoint(run_dir)  # fails early and clearly when the file is damaged
         facts: dict[str, Any] = {"resumed": True}
         lazy = population_is_lazy(config.devices_dir)
-    else:
-        run_dir = Path(options.out)
-        if (run_dir / "run.db").exists():
-            raise ConfigError(
-                f"{run_dir} already holds a run; use --resume {run_dir} or another --out"
-            )
-        run_dir.mkdir(parents=True, exist_ok=True)
+        return _run(config, facts, start, lazy, True, progress, on_start, verbose)
+    run_dir = Path(options.out)
+    if (run_dir / "run.db").exists():
+        raise ConfigError(f"{run_dir} already holds a run; use --resume {run_dir} or another --out")
+    check_options(options)
+    # a failure before the first checkpoint removes what this call created in run_dir
+    with output_dir(run_dir, keep_if=lambda d: (d / CHECKPOINT_NAME).is_file()):
         config, facts = build_config(options, run_dir.resolve())
-        lazy = options.lazy_devices
+        return _run(config, facts, start, options.lazy_devices, False, progress, on_start, verbose)
+
+
+def check_options(options: SimulateOptions) -> None:
+    """Reject options that cannot make a run, before anything is written.
+
+    Raises:
+        ConfigError: on a round count, node count or fraction out of range, or an
+            unknown server optimizer.
+    """
+    if options.rounds is not None and options.rounds < 1:
+        raise ConfigError(f"--rounds must be at least 1, got {options.rounds}")
+    if options.server_opt is not None and options.server_opt.lower() not in OPTIMIZERS:
+        raise ConfigError(
+            f"unknown server optimizer {options.server_opt!r}; known: {sorted(OPTIMIZERS)}"
+        )
+    if options.num_nodes < 1:
+        raise ConfigError(f"--nodes must be at least 1, got {options.num_nodes}")
+    for name, value in (
+        ("--no-p10-fraction", options.no_p10_fraction),
+        ("--gpc-fraction", options.gpc_fraction),
+    ):
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{name} must be in [0, 1], got {value}")
+
+
+def _check_resumable(run_dir: Path) -> None:
+    """Refuse a ``--resume`` directory that holds no run, without writing into it."""
+    if not run_dir.is_dir():
+        raise StoreError(f"{run_dir}: no such run directory to resume")
+    if not (run_dir / RUN_DB_NAME).is_file():
+        raise StoreError(f"{run_dir}: not a run directory (no {RUN_DB_NAME}); nothing to resume")
+    if not (run_dir / CHECKPOINT_NAME).is_file():
+        raise StoreError(f"{run_dir / CHECKPOINT_NAME}: no checkpoint to resume from")
+
+
+def _run(
+    config: FederationConfig,
+    facts: dict[str, Any],
+    start: float,
+    lazy: bool,
+    resume: bool,
+    progress: RoundProgress | None,
+    on_start: Callable[[FederationConfig], None] | None,
+    verbose: bool,
+) -> dict[str, Any]:
     if on_start is not None:
         on_start(config)
     outcome = run_flower_simulation(
-        config, resume=resume_dir is not None, progress=progress, lazy_devices=lazy, verbose=verbose
+        config, resume=resume, progress=progress, lazy_devices=lazy, verbose=verbose
     )
     return _result(config, outcome, time.perf_counter() - start, facts)

@@ -1,0 +1,209 @@
+"""Read run directories without changing them: what ``fedpers runs list|log`` shows.
+
+A run directory (see ``docs/concepts.md``) holds ``config.json``, ``metrics.jsonl`` (one
+JSON object per round), ``run.db`` and, once audited, ``report.json``. Everything here
+only reads: ``run.db`` is opened read-only, so listing a folder of runs never creates
+or migrates a database in it.
+
+Example:
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> list_runs(root)
+    []
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fedpers.privacy.errors import DataError
+
+__all__ = [
+    "CONFIG_FILE",
+    "METRICS_FILE",
+    "RUN_DB_FILE",
+    "RunSummary",
+    "is_run_dir",
+    "list_runs",
+    "read_round_log",
+    "summarize_run",
+]
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+RUN_DB_FILE = "run.db"
+CHECKPOINT_FILE = "checkpoint.npz"
+REPORT_FILE = "report.json"
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One line of ``fedpers runs list``.
+
+    Attributes:
+        run_dir: the directory.
+        status: ``complete`` (every round ran and the model was scored), ``stopped``
+            (ended early, e.g. the privacy budget; ``reason`` says why), ``incomplete``
+            (rounds missing: still running, or crashed; ``resumable`` when a checkpoint
+            exists) or ``prepared`` (configured, no round yet).
+        rounds_done: rounds recorded in ``metrics.jsonl``.
+        rounds: rounds the configuration asks for.
+        dp: the ``--dp`` mode (``none``, ``user``, ``record``, ``both``).
+        epsilon: user-level epsilon spent (``None``: non-private or nothing spent yet).
+        hr10_sampled: the final test figure, else the latest evaluated round's.
+        ndcg10_sampled: as ``hr10_sampled``.
+        created: when the run was configured (UTC, ISO 8601).
+        audited: whether ``report.json`` exists.
+        resumable: whether a checkpoint exists (``fedpers simulate --resume RUN_DIR``).
+        reason: why a stopped run stopped.
+    """
+
+    run_dir: str
+    status: str
+    rounds_done: int
+    rounds: int | None
+    dp: str | None
+    epsilon: float | None
+    hr10_sampled: float | None
+    ndcg10_sampled: float | None
+    created: str | None
+    audited: bool
+    resumable: bool
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of this run."""
+        return asdict(self)
+
+
+def is_run_dir(path: Path) -> bool:
+    """Whether ``path`` holds a run (its ``config.json`` or ``run.db``)."""
+    return (path / CONFIG_FILE).is_file() or (path / RUN_DB_FILE).is_file()
+
+
+def read_round_log(run_dir: Path) -> list[dict[str, Any]]:
+    """The rounds of ``run_dir/metrics.jsonl`` in order (an empty list before round 1).
+
+    Raises:
+        DataError: when ``run_dir`` is not a run directory or the file is malformed.
+    """
+    run_dir = Path(run_dir)
+    if not is_run_dir(run_dir):
+        raise DataError(f"{run_dir}: not a run directory (no {CONFIG_FILE} or {RUN_DB_FILE})")
+    path = run_dir / METRICS_FILE
+    if not path.is_file():
+        return []
+    rows: list[dict[str, Any]] = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{number}: invalid JSON: {exc.msg}") from None
+        if not isinstance(row, dict) or not isinstance(row.get("round"), int):
+            raise DataError(f"{path}:{number}: a round is a JSON object with an integer 'round'")
+        rows.append(row)
+    return rows
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _read_privacy(run_dir: Path) -> dict[str, Any]:
+    """The ``privacy`` table of ``run.db``, opened read-only ({} when absent)."""
+    path = run_dir / RUN_DB_FILE
+    if not path.is_file():
+        return {}
+    # A closed run has no -wal file: open it immutable, which creates no -wal/-shm files
+    # in the directory; a live (or crashed) run's -wal exists and is read as it stands.
+    live = path.with_name(path.name + "-wal").exists()
+    uri = f"{path.resolve().as_uri()}?{'mode=ro' if live else 'immutable=1'}"
+    try:
+        conn = sqlite3.connect(uri, uri=True)
+        try:
+            rows = conn.execute("SELECT key, value FROM privacy").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error:  # no privacy table yet, or a database being created
+        return {}
+    return {str(key): json.loads(value) for key, value in rows}
+
+
+def _created(run_dir: Path, rounds: list[dict[str, Any]]) -> str | None:
+    stamps = [r["started_at"] for r in rounds[:1] if r.get("started_at")]
+    config = run_dir / CONFIG_FILE
+    if config.is_file():
+        stamps.append(config.stat().st_mtime)
+    if not stamps:
+        return None
+    return datetime.fromtimestamp(min(stamps), tz=UTC).isoformat(timespec="seconds")
+
+
+def _latest(rounds: list[dict[str, Any]], key: str) -> Any:
+    for row in reversed(rounds):
+        if row.get(key) is not None:
+            return row[key]
+    return None
+
+
+def summarize_run(run_dir: Path) -> RunSummary:
+    """The :class:`RunSummary` of one run directory (read-only).
+
+    Raises:
+        DataError: when ``run_dir`` is not a run directory.
+    """
+    run_dir = Path(run_dir)
+    rounds = read_round_log(run_dir)
+    config = _read_json(run_dir / CONFIG_FILE)
+    privacy = _read_privacy(run_dir)
+    final = privacy.get("final_metrics") if isinstance(privacy.get("final_metrics"), dict) else None
+    planned = config.get("rounds") if isinstance(config.get("rounds"), int) else None
+    reason = privacy.get("stopped_reason")
+    if final is not None:
+        status = "stopped" if reason else "complete"
+    elif rounds:
+        status = "incomplete"
+    else:
+        status = "prepared"
+    epsilon = privacy.get("epsilon") if final is not None else _latest(rounds, "epsilon")
+    figures = final if final is not None else {}
+    return RunSummary(
+        run_dir=str(run_dir),
+        status=status,
+        rounds_done=len(rounds),
+        rounds=planned,
+        dp=config.get("dp"),
+        epsilon=epsilon,
+        hr10_sampled=figures.get("hr10_sampled", _latest(rounds, "hr10_sampled")),
+        ndcg10_sampled=figures.get("ndcg10_sampled", _latest(rounds, "ndcg10_sampled")),
+        created=_created(run_dir, rounds),
+        audited=(run_dir / REPORT_FILE).is_file(),
+        resumable=(run_dir / CHECKPOINT_FILE).is_file(),
+        reason=reason if isinstance(reason, str) else None,
+    )
+
+
+def list_runs(root: Path) -> list[RunSummary]:
+    """Every run directory directly under ``root`` (and ``root`` itself), oldest first.
+
+    Raises:
+        DataError: when ``root`` is not a directory.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such directory of runs")
+    candidates = [root] if is_run_dir(root) else []
+    candidates += sorted(p for p in root.iterdir() if p.is_dir() and is_run_dir(p))
+    summaries = [summarize_run(p) for p in candidates]
+    return sorted(summaries, key=lambda s: (s.created or "", s.run_dir))
