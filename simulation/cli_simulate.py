@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from fedpers.privacy.errors import ConfigError
 from fedpers.simulation import cli_options as opt
+from fedpers.simulation.cli_progress import StepProgress
 
 if TYPE_CHECKING:
     from fedpers.server.config import FederationConfig
@@ -152,15 +152,7 @@ def simulate_command(
         record_epsilon_budget=record_epsilon_budget,
     )
     console = Console(stderr=True)
-    progress = Progress(
-        TextColumn("[bold]round {task.completed}/{task.total}"),
-        BarColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.description}"),
-        console=console,
-        transient=False,
-    )
-    task = progress.add_task("starting Flower simulation...", total=None)
+    progress = StepProgress(console, "round")
 
     def on_start(config: FederationConfig) -> None:
         label = (
@@ -168,10 +160,7 @@ def simulate_command(
             if config.noise_multiplier is None
             else f"sigma={config.noise_multiplier:.3g} C={config.clip_norm:g}"
         )
-        progress.update(
-            task, total=config.rounds, description=f"{config.num_devices} devices, {label}"
-        )
-        progress.start()
+        progress.start(config.rounds, f"{config.num_devices} devices, {label}")
 
     def on_round(summary: dict[str, Any]) -> None:
         parts = [f"{summary['status']}", f"{summary['participants']} devices"]
@@ -181,17 +170,14 @@ def simulate_command(
             parts.append(f"eps {summary['epsilon']:.3g}")
         if summary.get("hr10_sampled") is not None:
             parts.append(f"hr10_sampled {summary['hr10_sampled']:.4f}")
-        progress.update(task, completed=summary["round"], description=", ".join(parts))
+        progress.update(summary["round"], ", ".join(parts))
 
     from fedpers.simulation.simulate import simulate  # flwr, torch, Ray: only when it runs
 
-    try:
+    with progress:
         result = simulate(
             options, resume_dir=resume, progress=on_round, on_start=on_start, verbose=verbose
         )
-    finally:
-        if progress.live.is_started:
-            progress.stop()  # stopping a bar never started would print a blank line
     if as_json:
         typer.echo(json.dumps(result))
     else:
