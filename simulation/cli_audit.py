@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.console import Console
+
+from fedpers.simulation.cli_progress import StepProgress
 
 if TYPE_CHECKING:
     from fedpers.privacy.audit.report import AuditReport
@@ -49,6 +54,38 @@ def summary_of(report: AuditReport, json_path: Path, html_path: Path) -> dict[st
         "canary_attack_auc": {a["name"]: a["auc"] for a in e["attacks"]},
         **{k: v for k, v in report["utility"]["final"].items()},
     }
+
+
+@contextmanager
+def _federation_progress(console: Console) -> Iterator[None]:
+    """A progress bar with time left for each federation the audit runs in-process."""
+    from fedpers.simulation.round_observers import observe_rounds
+
+    state: dict[str, Any] = {"count": 0, "bar": None}
+
+    def on_event(rounds: int, entry: dict[str, Any] | None) -> None:
+        if entry is None:  # a federation starts
+            if state["bar"] is not None:
+                state["bar"].close()
+            state["count"] += 1
+            state["bar"] = StepProgress(console, f"audit federation {state['count']}, round")
+            state["bar"].start(rounds, "training")
+            return
+        parts = [f"{entry.get('participants', 0)} devices"]
+        if entry.get("hr10_sampled") is not None:
+            parts.append(f"hr10_sampled {entry['hr10_sampled']:.4f}")
+        state["bar"].update(int(entry["round"]), ", ".join(parts))
+
+    failed = False
+    try:
+        with observe_rounds(on_event):
+            yield
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        if state["bar"] is not None:
+            state["bar"].close(failed=failed)
 
 
 def audit(
@@ -105,12 +142,13 @@ def audit(
     torch.set_num_threads(1)
     if not skip_empirical:
         typer.echo(
-            f"auditing {run_dir}: the canary audit runs a federation with {canaries} canary "
-            "devices (--skip-empirical to skip)",
+            f"auditing {run_dir}: two extra federations, the canary audit ({canaries} canary "
+            "devices) and the non-private reference (--skip-empirical to skip both)",
             err=True,
         )
     options = AuditOptions(canaries=canaries, skip_empirical=skip_empirical, seed=seed)
-    json_path, html_path, report = write_report(run_dir, options)
+    with _federation_progress(Console(stderr=True)):
+        json_path, html_path, report = write_report(run_dir, options)
     for v in report["verdicts"]:
         typer.echo(f"{_MARK[v['status']]}  {v['title']}: {v['summary']}", err=True)
     if as_json:

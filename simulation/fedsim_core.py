@@ -52,6 +52,7 @@ from fedpers.privacy.errors import ConfigError
 from fedpers.server.optimizers import create_server_optimizer
 from fedpers.server.sampling import DeviceSampler, SamplingConfig
 from fedpers.simulation.evaluation import LeaveOneOutSplit, RankingMetrics, Target, evaluate
+from fedpers.simulation.round_observers import notify
 
 __all__ = [
     "FedSimConfig",
@@ -275,6 +276,7 @@ def run_fedsim(
     eval_local = config.eval_local or config.local
     history: list[dict[str, Any]] = []
     metrics: RankingMetrics | None = None
+    notify(config.rounds, None)  # progress of commands that run this deep inside (audit)
     for rnd in range(1, config.rounds + 1):
         t_round = time.perf_counter()
         cohort = sampler.sample()
@@ -346,6 +348,7 @@ def run_fedsim(
             )
         entry["round_seconds"] = time.perf_counter() - t_round
         history.append(entry)
+        notify(config.rounds, entry)
         if on_round is not None:
             on_round(entry)
     if metrics is None:
