@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from fedpers.client.model import ItemSide, ModelConfig, load_shared_arrays
+from fedpers.client.model_layout import ModelConfig, item_vectors, shared_layout
 from fedpers.privacy.errors import ConfigError, StoreError
 
 __all__ = ["GLOBAL_MODEL_FORMAT", "GlobalModel"]
@@ -78,11 +77,8 @@ class GlobalModel:
             raise ConfigError(f"catalogue has {len(item_ids)} items, model has {config.n_items}")
         if len(set(item_ids)) != len(item_ids):
             raise ConfigError("catalogue item ids must be unique")
-        side = ItemSide(config, item_features=item_features)
-        load_shared_arrays(side, arrays)
-        with torch.no_grad():
-            vectors = side.item_vectors().numpy().astype(np.float32, copy=True)
-            bias = side.biases().numpy().astype(np.float32, copy=True)
+        vectors = item_vectors(config, arrays, item_features)  # numpy: serving needs no torch
+        bias = np.array(arrays[1], dtype=np.float32)
         cold = (
             np.zeros(config.n_items, dtype=bool)
             if cold_items is None
@@ -91,7 +87,8 @@ class GlobalModel:
         if cold.shape != (config.n_items,):
             raise ConfigError(f"cold_items has shape {cold.shape}, expected ({config.n_items},)")
         if cold.any():
-            vectors, bias = _score_cold_from_attributes(side, vectors, bias, cold)
+            tower = arrays[2] if config.n_item_features else None
+            vectors, bias = _score_cold_from_attributes(item_features, tower, vectors, bias, cold)
         return cls(
             config=config,
             arrays=[np.asarray(a, dtype=np.float32) for a in arrays],
@@ -161,7 +158,7 @@ class GlobalModel:
                         f"expected {GLOBAL_MODEL_FORMAT!r}"
                     )
                 cfg = ModelConfig(**header["config"])
-                n_arrays = len(ItemSide.shared_names(cfg))
+                n_arrays = len(shared_layout(cfg))
                 arrays = [np.array(data[f"shared_{i}"]) for i in range(n_arrays)]
                 features = np.array(data["item_features"]) if "item_features" in data else None
                 item_ids = [str(x) for x in data["item_ids"]]
@@ -179,18 +176,20 @@ class GlobalModel:
 
 
 def _score_cold_from_attributes(
-    side: ItemSide, vectors: np.ndarray, bias: np.ndarray, cold: np.ndarray
+    item_features: np.ndarray | None,
+    tower: np.ndarray | None,
+    vectors: np.ndarray,
+    bias: np.ndarray,
+    cold: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Replace cold items' vectors by ``W a_i`` and their bias by the warm items' median."""
     vectors = vectors.copy()
     bias = bias.copy()
-    with torch.no_grad():
-        if side.feature_tower is not None:
-            feats: torch.Tensor = side.item_features  # type: ignore[assignment]
-            tower = (feats[torch.as_tensor(cold)] @ side.feature_tower).numpy()
-            vectors[cold] = tower.astype(np.float32)
-        else:
-            vectors[cold] = 0.0
+    if tower is not None and item_features is not None:
+        feats = np.asarray(item_features, dtype=np.float32)[cold]
+        vectors[cold] = feats @ np.asarray(tower, dtype=np.float32)
+    else:
+        vectors[cold] = 0.0
     warm = ~cold
     bias[cold] = float(np.median(bias[warm])) if warm.any() else 0.0
     return vectors, bias

@@ -17,12 +17,12 @@ are the only (de)serialisers, so every wire format uses the same order and shape
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from fedpers.client.model_layout import ModelConfig, shared_layout
 from fedpers.privacy.errors import ConfigError
 
 __all__ = [
@@ -32,31 +32,6 @@ __all__ = [
     "score_items",
     "shared_arrays",
 ]
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Shape of the model family.
-
-    Attributes:
-        n_items: number of items in the catalogue.
-        dim: embedding dimension shared by items and users.
-        n_item_features: width of the item attribute vectors; 0 disables the tower.
-        init_std: standard deviation of the item embedding initialisation.
-    """
-
-    n_items: int
-    dim: int = 32
-    n_item_features: int = 0
-    init_std: float = 0.1
-
-    def __post_init__(self) -> None:
-        if self.n_items <= 0:
-            raise ConfigError(f"n_items must be positive, got {self.n_items}")
-        if self.dim <= 0:
-            raise ConfigError(f"dim must be positive, got {self.dim}")
-        if self.n_item_features < 0:
-            raise ConfigError(f"n_item_features must be >= 0, got {self.n_item_features}")
 
 
 def score_items(
@@ -114,8 +89,7 @@ class ItemSide(nn.Module):
     @staticmethod
     def shared_names(config: ModelConfig) -> tuple[str, ...]:
         """The names of the shared parameters, in wire order."""
-        names = ("item_embedding", "item_bias")
-        return (*names, "feature_tower") if config.n_item_features else names
+        return tuple(name for name, _ in shared_layout(config))
 
     def shared_shapes(self) -> list[tuple[int, ...]]:
         """The shapes of the shared parameters, in wire order."""

@@ -34,9 +34,9 @@ from typing import Any, Literal
 import numpy as np
 
 from fedpers.client.global_model import GlobalModel
+from fedpers.client.inference.fold_in import fold_in
 from fedpers.client.session import SessionConfig, session_query
 from fedpers.client.store import Event, EventStore
-from fedpers.client.training.local import fold_in
 from fedpers.privacy.consent import (
     ConsentState,
     may_personalise,

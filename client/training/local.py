@@ -40,6 +40,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
+from fedpers.client.inference.fold_in import fold_in  # re-exported: numpy only, for serving
 from fedpers.client.metrics import hits_at_k, ndcgs_at_k, ranks_of
 from fedpers.client.model import ModelConfig
 from fedpers.client.session import SessionConfig, check_session, session_vectors
@@ -177,58 +178,6 @@ def init_user_vector(dim: int, seed: int, std: float = 0.1) -> np.ndarray:
     if dim <= 0:
         raise ConfigError(f"dim must be positive, got {dim}")
     return (np.random.default_rng(seed).standard_normal(dim) * std).astype(np.float32)
-
-
-def fold_in(
-    user_vector: np.ndarray,
-    item_vectors: np.ndarray,
-    item_bias: np.ndarray,
-    positive_items: np.ndarray,
-    steps: int,
-    lr: float,
-    rng: np.random.Generator,
-    *,
-    l2: float = 0.0,
-) -> np.ndarray:
-    """A few BPR gradient steps on the user vector alone; the shared side stays frozen.
-
-    Each step draws one uniform negative per positive (re-drawn once when it hits a
-    positive) and moves ``u`` by ``lr`` times the mean BPR gradient plus ``l2 * u``.
-    Pure: the inputs are not modified.
-
-    Args:
-        user_vector: ``[dim]`` current private vector.
-        item_vectors: ``[items, dim]`` global item vectors.
-        item_bias: ``[items]`` global item bias.
-        positive_items: item indices the user interacted with (empty: no change).
-        steps: number of gradient steps.
-        lr: step size.
-        rng: the device's generator for the negatives.
-        l2: weight decay on the user vector.
-
-    Returns:
-        The new ``float32[dim]`` user vector.
-    """
-    u = np.array(user_vector, dtype=np.float32, copy=True)
-    pos = np.asarray(positive_items, dtype=np.int64)
-    if pos.size == 0 or steps <= 0:
-        return u
-    n_items = item_vectors.shape[0]
-    pos_set = np.zeros(n_items, dtype=bool)
-    pos_set[pos] = True
-    vp = item_vectors[pos]
-    bp = item_bias[pos]
-    for _ in range(steps):
-        neg = rng.integers(0, n_items, size=pos.size)
-        hit = pos_set[neg]
-        if hit.any():
-            neg[hit] = rng.integers(0, n_items, size=int(hit.sum()))
-        diff = vp - item_vectors[neg]
-        x = diff @ u + bp - item_bias[neg]
-        g = -1.0 / (1.0 + np.exp(np.clip(x, -30.0, 30.0)))  # d(-log sigmoid x)/dx
-        grad = (g @ diff) / pos.size + l2 * u
-        u = (u - lr * grad).astype(np.float32)
-    return u
 
 
 @dataclass

@@ -74,6 +74,40 @@ def test_runs_list_imports_no_heavy_library(tmp_path: Path) -> None:
     assert loaded == []
 
 
+def test_client_recommend_ranks_without_torch(tmp_path: Path) -> None:
+    """The on-device ranking path: load the published model, fold in, rank (numpy only)."""
+    import numpy as np
+
+    from fedpers.client.consent import ConsentManager
+    from fedpers.client.global_model import GlobalModel
+    from fedpers.client.model import ModelConfig
+    from fedpers.client.store import Event, EventStore
+
+    rng = np.random.default_rng(0)
+    n, d = 300, 8
+    model = GlobalModel.from_arrays(
+        ModelConfig(n_items=n, dim=d),
+        [rng.normal(0, 0.1, (n, d)).astype(np.float32), np.zeros(n, np.float32)],
+        [str(i) for i in range(n)],
+    )
+    path = model.save(tmp_path / "run" / "models" / "round-0001.npz")
+    with EventStore.create(tmp_path / "d.db", model.item_ids) as store:
+        ConsentManager(store).grant(1, 5, 6)
+        store.append(Event("7", "click", 1.0, 1_700_000_000))
+    loaded, proc = _heavy_modules_after(
+        tmp_path,
+        "client",
+        "recommend",
+        str(tmp_path / "d.db"),
+        "--model",
+        str(path.parent),
+        "--json",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert len(json.loads(proc.stdout)["items"]) == 10
+    assert loaded == [], f"`fedpers client recommend` imported {loaded}"
+
+
 def test_the_probe_sees_a_heavy_import(tmp_path: Path) -> None:
     """The probe itself works: a command that needs torch shows torch."""
     loaded, proc = _heavy_modules_after(
