@@ -20,12 +20,13 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from fedpers.client.consent import ConsentManager
-from fedpers.client.store import EventStore, parse_events_jsonl, read_events_jsonl
+if TYPE_CHECKING:  # the store (sqlite-utils, numpy) loads inside the commands: fast --help
+    from fedpers.client.consent import ConsentManager
+    from fedpers.client.store import EventStore
 from fedpers.privacy.consent import ConsentState, Purpose, parse_purposes
 from fedpers.privacy.errors import DataError, FedpersError
 
@@ -92,11 +93,19 @@ def _edge() -> Iterator[None]:
 
 @contextmanager
 def _open_store(path: Path) -> Iterator[EventStore]:
+    from fedpers.client.store import EventStore
+
     store = EventStore.open(path)
     try:
         yield store
     finally:
         store.close()
+
+
+def _consent(store: EventStore) -> ConsentManager:
+    from fedpers.client.consent import ConsentManager
+
+    return ConsentManager(store)
 
 
 def _emit_json(obj: Any) -> None:
@@ -167,6 +176,8 @@ def init_command(
         if (catalogue is None) == (items is None):
             raise DataError("give exactly one of --catalogue FILE or --items N")
         ids = _read_catalogue(catalogue) if catalogue else [str(i) for i in range(items or 0)]
+        from fedpers.client.store import EventStore
+
         with EventStore.create(store, ids) as created:
             info = created.info()
         if as_json:
@@ -200,6 +211,8 @@ def ingest_command(
     Example: fedpers client ingest device.db events.jsonl
     """
     with _edge(), _open_store(store) as opened:
+        from fedpers.client.store import parse_events_jsonl, read_events_jsonl
+
         catalogue = set(opened.catalogue())
         if str(events) == "-":
             parsed = parse_events_jsonl(sys.stdin.read().splitlines(), catalogue, "<stdin>")
@@ -239,7 +252,7 @@ def consent_grant_command(
         named = parse_purposes(purposes or [])
         if not named:
             raise DataError("name at least one purpose to grant, e.g. 1 5")
-        state = ConsentManager(opened).grant(*sorted(named))
+        state = _consent(opened).grant(*sorted(named))
         _show_state(state, as_json, f"granted {' '.join(p.label for p in sorted(named))}")
 
 
@@ -255,7 +268,7 @@ def consent_withdraw_command(
     """Withdraw purposes; effective immediately. `--all` withdraws everything at once."""
     with _edge(), _open_store(store) as opened:
         named = parse_purposes(purposes or [])
-        manager = ConsentManager(opened)
+        manager = _consent(opened)
         if withdraw_all:
             if named:
                 raise DataError("give purposes or --all, not both")
@@ -277,7 +290,7 @@ def consent_show_command(
 ) -> None:
     """Show what is granted, the GPC signal, and with --log every change."""
     with _edge(), _open_store(store) as opened:
-        manager = ConsentManager(opened)
+        manager = _consent(opened)
         state = manager.state
         entries = manager.log() if log else []
         if as_json:
@@ -308,7 +321,7 @@ def gpc_command(
     Example: fedpers client gpc device.db on
     """
     with _edge(), _open_store(store) as opened:
-        state = ConsentManager(opened).set_gpc(switch is _Switch.ON)
+        state = _consent(opened).set_gpc(switch is _Switch.ON)
         _show_state(state, as_json, f"GPC {switch.value}")
 
 
