@@ -172,9 +172,13 @@ def prepare_command(
         record_epsilon_budget=record_epsilon_budget,
     )
     from fedpers.simulation.deployment import deployment_commands, prepare_deployment
+    from fedpers.simulation.out_dir import output_dir
+    from fedpers.simulation.simulate import check_options
 
-    plan = prepare_deployment(options, out, host=host, tls=tls, auth=auth)
-    commands = deployment_commands(plan)
+    check_options(options)
+    with output_dir(out):  # a failed prepare leaves no (partial) run directory behind
+        plan = prepare_deployment(options, out, host=host, tls=tls, auth=auth)
+        commands = deployment_commands(plan)
     if as_json:
         typer.echo(json.dumps(_prepared(plan, commands)))
     else:

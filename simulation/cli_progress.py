@@ -75,7 +75,10 @@ class StepProgress:
         self._started_at = time.perf_counter()
         if not self.live:
             self.console.print(
-                f"{self.label} 0/{total}: {description}", highlight=False, markup=False
+                f"{self.label} 0/{total}: {description}",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,  # a log line is never folded at 80 columns
             )
             return
         self._bar = Progress(
@@ -112,6 +115,7 @@ class StepProgress:
             f"{description}",
             highlight=False,
             markup=False,
+            soft_wrap=True,
         )
 
     def close(self, *, failed: bool = False) -> None:

@@ -39,6 +39,14 @@ def test_a_log_gets_one_line_per_step_with_the_estimate(monkeypatch: pytest.Monk
     ]
 
 
+def test_a_log_line_is_not_folded() -> None:
+    buffer = io.StringIO()
+    bar = StepProgress(Console(file=buffer, width=40), "audit federation 1, round")
+    bar.start(5, "training")
+    bar.update(5, "943 devices, hr10_sampled 0.3977, and more text than fits in forty columns")
+    assert len(buffer.getvalue().splitlines()) == 2
+
+
 def test_a_resumed_run_counts_only_the_steps_it_ran(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [0.0]
     monkeypatch.setattr("fedpers.simulation.cli_progress.time.perf_counter", lambda: now[0])

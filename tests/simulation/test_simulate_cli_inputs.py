@@ -122,3 +122,15 @@ def test_errors_of_other_commands_have_the_same_shape(tmp_path: Path) -> None:
     _one_error_line(_fedpers("keys", "show", str(tmp_path / "none")), "none")
     _one_error_line(_fedpers("audit", "--canaries", "1", str(tmp_path)), "'--canaries'")
     _one_error_line(_fedpers("data", "fetch", "ml-1m"), "ml-1m")
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"), [BAD_INPUTS[5], BAD_INPUTS[6], BAD_INPUTS[7]], ids=lambda a: str(a)
+)
+def test_a_failed_deploy_prepare_leaves_no_run_dir(
+    tmp_path: Path, tiny_log: Path, args: list[str], fragment: str
+) -> None:
+    out = tmp_path / "runs" / "dep"
+    base = ["deploy", "prepare", "--dataset", str(tiny_log), "--out", str(out)]
+    _one_error_line(_fedpers(*base, *args), fragment)
+    assert not (tmp_path / "runs").exists()
