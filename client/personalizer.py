@@ -27,14 +27,24 @@ published :class:`~fedpers.client.global_model.GlobalModel`:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from fedpers.client.global_model import GlobalModel
 from fedpers.client.inference.fold_in import fold_in
+from fedpers.client.inference.ranking import (
+    Basis,
+    ItemFilter,
+    candidate_mask,
+    check_request,
+    contextual_scores,
+    explain_item,
+    profile_scores,
+    select_items,
+)
 from fedpers.client.session import SessionConfig, session_query
 from fedpers.client.store import Event, EventStore
 from fedpers.privacy.consent import (
@@ -47,28 +57,8 @@ from fedpers.privacy.errors import ConfigError
 
 __all__ = ["Basis", "ItemFilter", "Personalizer", "Recommendation"]
 
-Basis = Literal["personalised", "contextual", "popular"]
-
 #: How many of the most recent history items a fold-in step uses (bounds its latency).
 FOLD_IN_WINDOW = 256
-
-
-@dataclass(frozen=True)
-class ItemFilter:
-    """Which items may be recommended.
-
-    Attributes:
-        allow: when set, only these item ids.
-        block: never these item ids.
-        require_features: item attribute names (``item_feature_names`` of the data set,
-            e.g. ``"Comedy"``) an item must have (value > 0).
-        predicate: an arbitrary test on the item id.
-    """
-
-    allow: frozenset[str] | None = None
-    block: frozenset[str] = frozenset()
-    require_features: tuple[str, ...] = ()
-    predicate: Callable[[str], bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -252,10 +242,7 @@ class Personalizer:
         Raises:
             ConfigError: ``k`` < 1 or ``diversity`` outside [0, 1].
         """
-        if k < 1:
-            raise ConfigError(f"k must be >= 1, got {k}")
-        if not 0.0 <= diversity <= 1.0:
-            raise ConfigError(f"diversity must be in [0, 1], got {diversity}")
+        check_request(k, diversity)
         consent = self._consent()
         vector = self._user_vector() if may_personalise(consent) else None
         history: list[int] = []
@@ -264,112 +251,39 @@ class Personalizer:
             history = self._history_indices()
             recent = np.asarray(history[-self._session.window :], dtype=np.int64)
             query = session_query(vector, self._model.item_vectors, recent, self._session)
-            # einsum instead of ``@``: a BLAS matrix-vector product wakes the BLAS thread
-            # pool, which on a busy 2-core device cost 25 ms instead of 1 ms (measured).
-            scores = np.einsum("ij,j->i", self._model.item_vectors, query) + self._model.item_bias
+            scores = profile_scores(self._model.item_vectors, self._model.item_bias, query)
         elif may_use_limited_data(consent):
             basis = "contextual"
-            scores = self._contextual_scores(context)
+            scores = contextual_scores(self._popularity, self._context_popularity, context)
         else:
             basis = "popular"
             scores = self._popularity.astype(np.float64, copy=True)
-        mask = self._candidate_mask(filters)
+        mask = candidate_mask(
+            self._model.item_ids,
+            self._index,
+            filters,
+            item_features=self._model.item_features,
+            feature_names=self._feature_names,
+        )
         if exclude_seen and history:
             mask[np.asarray(history, dtype=np.int64)] = False
-        chosen = self._select(np.asarray(scores, dtype=np.float64), mask, k, diversity)
+        chosen = select_items(
+            np.asarray(scores, dtype=np.float64), mask, k, diversity, self._model.item_vectors
+        )
         return [
             Recommendation(
                 item=self._model.item_ids[i],
                 score=float(scores[i]),
                 basis=basis,
-                explanation=self._explain(i, basis, history, context),
+                explanation=explain_item(
+                    i,
+                    basis,
+                    item_ids=self._model.item_ids,
+                    item_vectors=self._model.item_vectors,
+                    cold_items=self._model.cold_items,
+                    history=history,
+                    context=context,
+                ),
             )
             for i in chosen
         ]
-
-    def _contextual_scores(self, context: Mapping[str, Any] | None) -> np.ndarray:
-        base: np.ndarray = self._popularity.astype(np.float64, copy=True)
-        for key, value in (context or {}).items():
-            boost = self._context_popularity.get(f"{key}={value}")
-            if boost is not None:
-                base = base + boost
-        return base
-
-    def _candidate_mask(self, filters: ItemFilter | None) -> np.ndarray:
-        n = self._model.config.n_items
-        mask = np.ones(n, dtype=bool)
-        if filters is None:
-            return mask
-        ids = self._model.item_ids
-        if filters.allow is not None:
-            mask[:] = False
-            for item in filters.allow:
-                if item in self._index:
-                    mask[self._index[item]] = True
-        for item in filters.block:
-            if item in self._index:
-                mask[self._index[item]] = False
-        if filters.require_features:
-            features = self._model.item_features
-            if features is None:
-                raise ConfigError("require_features needs a model with item features")
-            for name in filters.require_features:
-                if name not in self._feature_names:
-                    raise ConfigError(f"unknown item feature {name!r}")
-                mask &= features[:, self._feature_names.index(name)] > 0
-        if filters.predicate is not None:
-            for i in np.flatnonzero(mask):
-                mask[i] = bool(filters.predicate(ids[i]))
-        return mask
-
-    def _select(self, scores: np.ndarray, mask: np.ndarray, k: int, diversity: float) -> list[int]:
-        candidates = np.flatnonzero(mask)
-        if candidates.size == 0:
-            return []
-        k = min(k, candidates.size)
-        if diversity == 0.0:
-            top = candidates[np.argpartition(-scores[candidates], k - 1)[:k]]
-            return [int(i) for i in top[np.argsort(-scores[top], kind="stable")]]
-        # Maximal marginal relevance over a shortlist of the most relevant candidates.
-        pool_size = min(candidates.size, max(10 * k, 100))
-        pool = candidates[np.argpartition(-scores[candidates], pool_size - 1)[:pool_size]]
-        rel = scores[pool]
-        rel = (rel - rel.min()) / (np.ptp(rel) or 1.0)
-        vecs = self._model.item_vectors[pool]
-        vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
-        chosen: list[int] = []
-        max_sim = np.full(pool.size, -np.inf)
-        for _ in range(k):
-            redundancy = np.where(np.isfinite(max_sim), max_sim, 0.0)
-            value = (1.0 - diversity) * rel - diversity * redundancy
-            value[chosen] = -np.inf
-            best = int(np.argmax(value))
-            chosen.append(best)
-            max_sim = np.maximum(max_sim, vecs @ vecs[best])
-        return [int(pool[i]) for i in chosen]
-
-    def _explain(
-        self,
-        item: int,
-        basis: Basis,
-        history: list[int],
-        context: Mapping[str, Any] | None,
-    ) -> str:
-        if self._model.cold_items[item]:
-            return "new item, scored from its attributes"
-        if basis == "popular":
-            return "popular with everyone (no personal data used)"
-        if basis == "contextual":
-            used = ", ".join(f"{k}={v}" for k, v in (context or {}).items())
-            return f"popular in this context ({used})" if used else "popular right now"
-        if not history:
-            return "matches your profile"
-        recent = np.asarray(history[-FOLD_IN_WINDOW:], dtype=np.int64)
-        vecs = self._model.item_vectors
-        target = vecs[item]
-        past = vecs[recent]
-        sims = (
-            past @ target / np.maximum(np.linalg.norm(past, axis=1) * np.linalg.norm(target), 1e-12)
-        )
-        nearest = int(recent[int(np.argmax(sims))])
-        return f"because you interacted with {self._model.item_ids[nearest]}"

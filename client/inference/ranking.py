@@ -1,0 +1,254 @@
+"""Ranking a catalogue for one request: pure numpy functions, no torch, no state.
+
+The device's :class:`~fedpers.client.personalizer.Personalizer` and the serving API
+(:mod:`fedpers.server.api.recommender`) rank with the same functions, so a device and the
+API agree on what "personalised", "contextual" and "popular" mean:
+
+1. scores: :func:`profile_scores` (``q . v_i + b_i`` for a query ``q``, the private user
+   vector shifted by the session, see :mod:`fedpers.client.session`),
+   :func:`contextual_scores` (public popularity plus per-context boosts, P11) or the
+   popularity itself;
+2. which items may be shown: :func:`candidate_mask` (allow/block lists, required item
+   attributes, a predicate) and the seen items;
+3. which ``k`` of them: :func:`select_items` (top-k, or maximal marginal relevance over
+   item-vector cosine similarity when ``diversity > 0``);
+4. why: :func:`explain_item` (cold items by their attributes, popularity, context, or the
+   nearest item of the history).
+
+Every function reads its inputs and returns new arrays; nothing is stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from fedpers.privacy.errors import ConfigError
+
+__all__ = [
+    "EXPLAIN_WINDOW",
+    "Basis",
+    "ItemFilter",
+    "candidate_mask",
+    "check_request",
+    "contextual_scores",
+    "explain_item",
+    "profile_scores",
+    "select_items",
+    "unit_rows",
+]
+
+Basis = Literal["personalised", "contextual", "popular"]
+
+#: How many of the newest history items an explanation compares an item with.
+EXPLAIN_WINDOW = 256
+
+
+@dataclass(frozen=True)
+class ItemFilter:
+    """Which items may be recommended.
+
+    Attributes:
+        allow: when set, only these item ids.
+        block: never these item ids.
+        require_features: item attribute names (``item_feature_names`` of the data set,
+            e.g. ``"Comedy"``) an item must have (value > 0).
+        predicate: an arbitrary test on the item id.
+    """
+
+    allow: frozenset[str] | None = None
+    block: frozenset[str] = frozenset()
+    require_features: tuple[str, ...] = ()
+    predicate: Callable[[str], bool] | None = None
+
+
+def check_request(k: int, diversity: float) -> None:
+    """Validate the size and diversity of a ranking request.
+
+    Raises:
+        ConfigError: ``k`` < 1 or ``diversity`` outside [0, 1].
+    """
+    if k < 1:
+        raise ConfigError(f"k must be >= 1, got {k}")
+    if not 0.0 <= diversity <= 1.0:
+        raise ConfigError(f"diversity must be in [0, 1], got {diversity}")
+
+
+def profile_scores(
+    item_vectors: np.ndarray, item_bias: np.ndarray, query: np.ndarray
+) -> np.ndarray:
+    """``q . v_i + b_i`` for every item, ``float64[items]``.
+
+    Example:
+        >>> v = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+        >>> profile_scores(v, np.array([0.0, 0.5]), np.array([2.0, 1.0])).tolist()
+        [2.0, 1.5]
+    """
+    # einsum instead of ``@``: a BLAS matrix-vector product wakes the BLAS thread pool,
+    # which on a busy 2-core device cost 25 ms instead of 1 ms (measured).
+    scores = np.einsum("ij,j->i", item_vectors, np.asarray(query, dtype=item_vectors.dtype))
+    out: np.ndarray = np.asarray(scores, dtype=np.float64) + item_bias
+    return out
+
+
+def contextual_scores(
+    popularity: np.ndarray,
+    context_popularity: Mapping[str, np.ndarray],
+    context: Mapping[str, Any] | None,
+) -> np.ndarray:
+    """Public popularity plus the boost of every ``"key=value"`` of the request context.
+
+    Args:
+        popularity: ``[items]`` public popularity (the global item bias).
+        context_popularity: per ``"key=value"`` context, a ``[items]`` boost.
+        context: the request's context, e.g. ``{"hour": 21, "device": "tv"}``.
+
+    Returns:
+        A new ``float64[items]`` array.
+    """
+    base: np.ndarray = np.asarray(popularity, dtype=np.float64).copy()
+    for key, value in (context or {}).items():
+        boost = context_popularity.get(f"{key}={value}")
+        if boost is not None:
+            base = base + boost
+    return base
+
+
+def candidate_mask(
+    item_ids: Sequence[str],
+    index: Mapping[str, int],
+    filters: ItemFilter | None,
+    *,
+    item_features: np.ndarray | None = None,
+    feature_names: Sequence[str] = (),
+) -> np.ndarray:
+    """``bool[items]``: which items ``filters`` lets through.
+
+    Unknown ids in ``allow``/``block`` are ignored (the catalogue may have changed).
+
+    Raises:
+        ConfigError: a required feature is unknown, or the model has no item features.
+    """
+    mask = np.ones(len(item_ids), dtype=bool)
+    if filters is None:
+        return mask
+    if filters.allow is not None:
+        mask[:] = False
+        allowed = [index[item] for item in filters.allow if item in index]
+        mask[np.asarray(allowed, dtype=np.int64)] = True
+    blocked = [index[item] for item in filters.block if item in index]
+    if blocked:
+        mask[np.asarray(blocked, dtype=np.int64)] = False
+    if filters.require_features:
+        if item_features is None:
+            raise ConfigError("require_features needs a model with item features")
+        names = list(feature_names)
+        for name in filters.require_features:
+            if name not in names:
+                raise ConfigError(f"unknown item feature {name!r}")
+            mask &= item_features[:, names.index(name)] > 0
+    if filters.predicate is not None:
+        for i in np.flatnonzero(mask):
+            mask[i] = bool(filters.predicate(item_ids[i]))
+    return mask
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (zero rows stay zero), for cosine similarity."""
+    norms = np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    out: np.ndarray = vectors / norms
+    return out
+
+
+def select_items(
+    scores: np.ndarray,
+    mask: np.ndarray,
+    k: int,
+    diversity: float,
+    item_vectors: np.ndarray,
+    *,
+    unit_vectors: np.ndarray | None = None,
+) -> list[int]:
+    """The indices of the ``k`` items to show, best first.
+
+    With ``diversity == 0`` the top ``k`` candidates by score (ties keep index order).
+    Otherwise maximal marginal relevance over a shortlist of the ``max(10 k, 100)`` most
+    relevant candidates: each pick maximises ``(1 - diversity) * relevance - diversity *
+    max cosine similarity to the items already picked``, relevance min-max scaled over the
+    shortlist.
+
+    Args:
+        scores: ``[items]`` scores on any scale.
+        mask: ``bool[items]`` candidates.
+        k: how many items (fewer when fewer candidates).
+        diversity: 0 (pure relevance) to 1 (maximal diversity).
+        item_vectors: ``[items, dim]`` the vectors similarity is measured on.
+        unit_vectors: the same rows scaled to unit norm, when precomputed (serving does it
+            once per model); computed for the shortlist otherwise.
+
+    Returns:
+        Model indices, at most ``k``.
+    """
+    candidates = np.flatnonzero(mask)
+    if candidates.size == 0:
+        return []
+    k = min(k, candidates.size)
+    if diversity == 0.0:
+        top = candidates[np.argpartition(-scores[candidates], k - 1)[:k]]
+        return [int(i) for i in top[np.argsort(-scores[top], kind="stable")]]
+    pool_size = min(candidates.size, max(10 * k, 100))
+    pool = candidates[np.argpartition(-scores[candidates], pool_size - 1)[:pool_size]]
+    rel = scores[pool]
+    rel = (rel - rel.min()) / (np.ptp(rel) or 1.0)
+    vecs = unit_rows(item_vectors[pool]) if unit_vectors is None else unit_vectors[pool]
+    chosen: list[int] = []
+    max_sim = np.full(pool.size, -np.inf)
+    for _ in range(k):
+        redundancy = np.where(np.isfinite(max_sim), max_sim, 0.0)
+        value = (1.0 - diversity) * rel - diversity * redundancy
+        value[chosen] = -np.inf
+        best = int(np.argmax(value))
+        chosen.append(best)
+        max_sim = np.maximum(max_sim, vecs @ vecs[best])
+    return [int(pool[i]) for i in chosen]
+
+
+def explain_item(
+    item: int,
+    basis: Basis,
+    *,
+    item_ids: Sequence[str],
+    item_vectors: np.ndarray,
+    cold_items: np.ndarray,
+    history: Sequence[int] | np.ndarray = (),
+    context: Mapping[str, Any] | None = None,
+) -> str:
+    """A short, human-readable reason why ``item`` was ranked.
+
+    Args:
+        item: the model index.
+        basis: what the ranking used.
+        item_ids: catalogue ids of the model.
+        item_vectors: ``[items, dim]`` global item vectors.
+        cold_items: ``bool[items]`` items scored from their attributes.
+        history: the user's item indices in time order (personalised basis only).
+        context: the request context (contextual basis).
+    """
+    if cold_items[item]:
+        return "new item, scored from its attributes"
+    if basis == "popular":
+        return "popular with everyone (no personal data used)"
+    if basis == "contextual":
+        used = ", ".join(f"{k}={v}" for k, v in (context or {}).items())
+        return f"popular in this context ({used})" if used else "popular right now"
+    if len(history) == 0:
+        return "matches your profile"
+    recent = np.asarray(history, dtype=np.int64)[-EXPLAIN_WINDOW:]
+    target = item_vectors[item]
+    past = item_vectors[recent]
+    sims = past @ target / np.maximum(np.linalg.norm(past, axis=1) * np.linalg.norm(target), 1e-12)
+    nearest = int(recent[int(np.argmax(sims))])
+    return f"because you interacted with {item_ids[nearest]}"
