@@ -152,7 +152,7 @@ def candidate_mask(
             mask &= item_features[:, names.index(name)] > 0
     if filters.predicate is not None:
         for i in np.flatnonzero(mask):
-            mask[i] = bool(filters.predicate(item_ids[i]))
+            mask[i] = bool(filters.predicate(item_ids[int(i)]))
     return mask
 
 
