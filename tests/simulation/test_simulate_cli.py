@@ -69,6 +69,31 @@ def test_json_prints_exactly_one_object_and_writes_the_run_dir(
         assert (out / name).is_file(), name
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
     assert len(list((out / "devices").glob("device-*.db"))) == 24
+    # `fedpers runs list` reads the same run back, and changes nothing in it
+    before = sorted(p.name for p in out.iterdir())
+    listed = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "fedpers"),
+            "runs",
+            "list",
+            "--root",
+            str(tmp_path),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stderr
+    (row,) = json.loads(listed.stdout)["runs"]
+    assert (row["status"], row["rounds_done"], row["rounds"], row["epsilon"]) == (
+        "complete",
+        2,
+        2,
+        None,
+    )
+    assert row["hr10_sampled"] == result["hr10_sampled"] and row["resumable"] is True
+    assert sorted(p.name for p in out.iterdir()) == before
     with RunDB.open(out) as db:
         latest = db.latest_model()
         assert latest is not None and latest["round"] == 2 and Path(latest["path"]).is_file()
