@@ -57,8 +57,12 @@ def summary_of(report: AuditReport, json_path: Path, html_path: Path) -> dict[st
 
 
 @contextmanager
-def _federation_progress(console: Console) -> Iterator[None]:
-    """A progress bar with time left for each federation the audit runs in-process."""
+def _federation_progress(console: Console, banner: str = "") -> Iterator[None]:
+    """A progress bar with time left for each federation the audit runs in-process.
+
+    ``banner`` is printed when the first federation starts (an audit that fails before
+    it prints only its error).
+    """
     from fedpers.simulation.round_observers import observe_rounds
 
     state: dict[str, Any] = {"count": 0, "bar": None}
@@ -67,6 +71,8 @@ def _federation_progress(console: Console) -> Iterator[None]:
         if entry is None:  # a federation starts
             if state["bar"] is not None:
                 state["bar"].close()
+            if state["count"] == 0 and banner:
+                console.print(banner, highlight=False, markup=False, soft_wrap=True)
             state["count"] += 1
             state["bar"] = StepProgress(console, f"audit federation {state['count']}, round")
             state["bar"].start(rounds, "training")
@@ -140,14 +146,12 @@ def audit(
     # one intra-op thread: reproducible float sums (the same audit gives the same figures)
     # and no oversubscription of small machines
     torch.set_num_threads(1)
-    if not skip_empirical:
-        typer.echo(
-            f"auditing {run_dir}: two extra federations, the canary audit ({canaries} canary "
-            "devices) and the non-private reference (--skip-empirical to skip both)",
-            err=True,
-        )
+    banner = (
+        f"auditing {run_dir}: up to two extra federations, the canary audit ({canaries} "
+        "canary devices) and the non-private reference (--skip-empirical to skip both)"
+    )
     options = AuditOptions(canaries=canaries, skip_empirical=skip_empirical, seed=seed)
-    with _federation_progress(Console(stderr=True)):
+    with _federation_progress(Console(stderr=True), banner):
         json_path, html_path, report = write_report(run_dir, options)
     for v in report["verdicts"]:
         typer.echo(f"{_MARK[v['status']]}  {v['title']}: {v['summary']}", err=True)

@@ -55,18 +55,19 @@ def test_run_fedsim_reports_its_start_and_every_round() -> None:
 
 def test_the_audit_shows_each_federation_with_time_left() -> None:
     buffer = io.StringIO()
-    with _federation_progress(Console(file=buffer, width=200)):
+    with _federation_progress(Console(file=buffer, width=200), "auditing run: two federations"):
         for _federation in range(2):
             notify(2, None)
             notify(2, {"round": 1, "participants": 40})
             notify(2, {"round": 2, "participants": 40, "hr10_sampled": 0.5})
     lines = buffer.getvalue().splitlines()
-    assert lines[0] == "audit federation 1, round 0/2: training"
-    assert (
-        lines[1].startswith("audit federation 1, round 1/2 (") and "left): 40 devices" in lines[1]
-    )
-    assert lines[2].endswith("~0:00:00 left): 40 devices, hr10_sampled 0.5000")
-    assert lines[3] == "audit federation 2, round 0/2: training"
+    assert lines[0] == "auditing run: two federations"
+    assert lines[1] == "audit federation 1, round 0/2: training"
+    assert lines[2].startswith("audit federation 1, round 1/2 (")
+    assert "left): 40 devices" in lines[2]
+    assert lines[3].endswith("~0:00:00 left): 40 devices, hr10_sampled 0.5000")
+    assert lines[4] == "audit federation 2, round 0/2: training"
+    assert lines.count("auditing run: two federations") == 1
 
 
 def test_a_failing_audit_propagates_its_error() -> None:

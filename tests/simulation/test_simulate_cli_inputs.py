@@ -122,6 +122,7 @@ def test_errors_of_other_commands_have_the_same_shape(tmp_path: Path) -> None:
     _one_error_line(_fedpers("keys", "show", str(tmp_path / "none")), "none")
     _one_error_line(_fedpers("audit", "--canaries", "1", str(tmp_path)), "'--canaries'")
     _one_error_line(_fedpers("data", "fetch", "ml-1m"), "ml-1m")
+    _one_error_line(_fedpers("audit", str(tmp_path)), "not a run directory")
 
 
 @pytest.mark.parametrize(
