@@ -2,8 +2,8 @@
 
 :func:`prepare_devices` writes, under ``RUN_DIR/devices/``:
 
-* ``catalogue.npz``: the public catalogue (item ids, item attributes), which every
-  device and the coordinator may read;
+* ``catalogue.npz``: the public catalogue (item ids, attributes, their names and titles),
+  which every device and the coordinator may read;
 * ``holdout/{test,valid,negatives}.npy``: each device's held-out items of the
   leave-one-out protocol (:mod:`fedpers.simulation.evaluation`); a device reads only
   its own row, to evaluate the global model locally;
@@ -155,6 +155,9 @@ def prepare_devices(
     catalogue: dict[str, np.ndarray] = {"item_ids": np.asarray(data.item_ids, dtype=str)}
     if data.item_features is not None:
         catalogue["item_features"] = np.asarray(data.item_features, dtype=np.float32)
+        catalogue["item_feature_names"] = np.asarray(data.item_feature_names, dtype=str)
+    if data.item_titles is not None:  # public display titles, for the serving API
+        catalogue["item_titles"] = np.asarray(data.item_titles, dtype=str)
     np.savez(devices_dir / CATALOGUE_FILE, **catalogue)  # type: ignore[arg-type]
     holdout = devices_dir / HOLDOUT_DIR
     holdout.mkdir(exist_ok=True)
