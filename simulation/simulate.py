@@ -41,6 +41,7 @@ from fedpers.server.sampling import SamplingConfig, SamplingMethod
 from fedpers.simulation.data import load_dataset
 from fedpers.simulation.devices import population_is_lazy, prepare_devices, provision_device
 from fedpers.simulation.evaluation import leave_one_out
+from fedpers.simulation.ray_lifecycle import ray_guard
 from fedpers.simulation.out_dir import output_dir
 
 __all__ = ["SimulateOptions", "build_config", "check_options", "run_flower_simulation", "simulate"]
@@ -321,7 +322,7 @@ def _run_engine(server_app: Any, client_app: Any, config: FederationConfig, verb
         for h, _ in handler_levels:
             h.setLevel(logging.ERROR)
     try:
-        with _stdout_to_stderr():
+        with ray_guard(Path(config.run_dir)), _stdout_to_stderr():
             run_simulation(
                 server_app=server_app,
                 client_app=client_app,
