@@ -20,6 +20,7 @@ import json
 import math
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -195,6 +196,13 @@ def assign_variant(experiment: Experiment, user_id: str) -> Variant:
 # -- storage ----------------------------------------------------------------------------
 
 
+def _write(db: sqlite_utils.Database) -> AbstractContextManager[sqlite_utils.Database]:
+    # Imported here: db.py imports this module for its migration set.
+    from fedpers.server.api.db import write_transaction
+
+    return write_transaction(db)
+
+
 def create_experiment(db: sqlite_utils.Database, experiment: Experiment) -> Experiment:
     """Store a new experiment.
 
@@ -203,7 +211,7 @@ def create_experiment(db: sqlite_utils.Database, experiment: Experiment) -> Expe
     """
     stamped = Experiment(experiment.tenant, experiment.id, experiment.variants, time.time())
     payload = json.dumps([v.to_dict() for v in stamped.variants])
-    with db.atomic():
+    with _write(db):
         exists = db.execute(
             "SELECT 1 FROM engine_experiments WHERE tenant = ? AND id = ?",
             [stamped.tenant, stamped.id],
@@ -242,7 +250,7 @@ def record_feedback(
 ) -> None:
     """Add one event to the item's and (when given) the variant's counters, atomically."""
     column = _COLUMN[kind]
-    with db.atomic():
+    with _write(db):
         db.execute(
             f"INSERT INTO engine_item_counters (tenant, item, {column}) VALUES (?, ?, 1) "
             f"ON CONFLICT (tenant, item) DO UPDATE SET {column} = {column} + 1",

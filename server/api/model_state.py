@@ -32,11 +32,19 @@ from fedpers.server.api.catalogue import Catalogue, load_catalogue
 from fedpers.server.checkpoint import sha256_file
 from fedpers.server.rundb import RUN_DB_NAME, RunDB
 
-__all__ = ["ModelHolder", "ServedModel", "load_served_model", "privacy_guarantee"]
+__all__ = [
+    "ModelHolder",
+    "ServedModel",
+    "load_context_popularity",
+    "load_served_model",
+    "privacy_guarantee",
+]
 
 logger = logging.getLogger(__name__)
 
 MODELS_DIR = "models"
+CONTEXT_POPULARITY_NAME = "context_popularity.npz"
+"""Optional public per-context boosts: one ``[items]`` array per ``"key=value"`` context."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +125,29 @@ def _model_path(run_dir: Path, registered: str) -> Path:
     return path
 
 
+def load_context_popularity(run_dir: Path, n_items: int) -> dict[str, np.ndarray]:
+    """The run's public per-context popularity boosts (P11), if it provides them.
+
+    ``RUN_DIR/context_popularity.npz`` holds one ``float[items]`` array per context
+    (``"hour=21"``, ``"device=tv"``, ...), from public or aggregate information of the
+    catalogue owner, never from one user. Missing file: no boosts. A bad file is logged
+    and ignored.
+    """
+    path = run_dir / CONTEXT_POPULARITY_NAME
+    if not path.is_file():
+        return {}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            boosts = {k: np.asarray(data[k], dtype=np.float64) for k in data.files}
+    except (OSError, ValueError) as exc:
+        logger.warning("%s: ignored (%s)", path, exc)
+        return {}
+    bad = [k for k, v in boosts.items() if v.shape != (n_items,) or not np.isfinite(v).all()]
+    if bad:
+        logger.warning("%s: ignored contexts %s (need %d finite values)", path, bad, n_items)
+    return {k: v for k, v in boosts.items() if k not in bad}
+
+
 def load_served_model(
     run_dir: Path, row: Mapping[str, Any], params: Mapping[str, Any]
 ) -> ServedModel:
@@ -157,6 +188,7 @@ def load_served_model(
         catalogue=load_catalogue(run_dir, model.item_ids, model.item_features),
         privacy=privacy_guarantee(params, model.meta),
         session=session,
+        context_popularity=load_context_popularity(run_dir, len(model.item_ids)),
         loaded_at=time.time(),
     )
 

@@ -136,7 +136,7 @@ def decide_basis(
     if consent.erased:
         return BasisDecision("popular", f"the user id is erased (Art. 17){unused}: popularity only")
     if not consent.known:
-        why = "unknown user: no consent on record"
+        why = "unknown user (no consent on record)"
     elif consent.objection:
         why = "the user objected to profiling (Art. 21)"
     elif gpc:

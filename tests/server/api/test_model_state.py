@@ -134,3 +134,18 @@ def test_category_mask_is_the_union_of_categories() -> None:
 def test_privacy_guarantee_of_a_non_private_run() -> None:
     g = privacy_guarantee({"unit": None, "epsilon": None, "mechanism": None}, {"round": 3})
     assert g["epsilon"] is None and g["unit"] is None
+
+
+def test_context_popularity_is_read_from_the_run_and_validated(tiny_run: Path) -> None:
+    boost = np.zeros(40)
+    boost[5] = 10.0
+    np.savez(
+        tiny_run / "context_popularity.npz",
+        **{"hour=21": boost, "device=tv": np.zeros(3), "locale=xx": np.full(40, np.nan)},
+    )
+    holder = ModelHolder(tiny_run, reload_interval_s=0)
+    holder.reload()
+    served = holder.current()
+    assert served is not None
+    assert set(served.context_popularity) == {"hour=21"}  # wrong length and NaN refused
+    assert served.context_popularity["hour=21"][5] == 10.0

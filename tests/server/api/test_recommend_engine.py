@@ -204,3 +204,19 @@ def test_cold_items_are_explained_by_attributes(served: ServedModel) -> None:
     q = RecommendationQuery("u", k=40, state=PersonalState(user_vector=[0, 1.0, 0, 0]))
     cold = [i for i in recommend(served, q, PERSONAL).items if i.item == "i39"]
     assert cold and cold[0].explanation == "new item, scored from its attributes"
+
+
+def test_context_boosts_reorder_only_the_contextual_basis(tiny_run: Path) -> None:
+    boost = np.zeros(40)
+    boost[5] = 10.0
+    np.savez(tiny_run / "context_popularity.npz", **{"hour=21": boost})
+    holder = ModelHolder(tiny_run, reload_interval_s=0)
+    holder.reload()
+    served = holder.current()
+    assert served is not None
+    q = RecommendationQuery("u", k=3, context={"hour": 21, "device": "tv"})
+    contextual = recommend(served, q, BasisDecision("contextual", "x"))
+    assert contextual.items[0].item == "i5"
+    assert "hour=21" in (contextual.items[0].explanation or "")
+    popular = recommend(served, q, BasisDecision("popular", "x"))
+    assert popular.items[0].item != "i5"

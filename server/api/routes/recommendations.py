@@ -1,0 +1,88 @@
+"""``POST /v1/recommendations``: consent-aware recommendations (serve scope).
+
+The route only wires: consent (platform) -> experiment variant -> basis decision ->
+ranking (:mod:`fedpers.server.api.recommender`) -> the basis counter. The request's
+``personal_state`` goes to the ranking and nowhere else: it is not logged, stored or used
+as a metric label.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from fastapi import APIRouter
+
+from fedpers.server.api.consent_store import load_user_consent
+from fedpers.server.api.deps import DbDep, GpcDep, ServeKey
+from fedpers.server.api.errors import NotFoundError
+from fedpers.server.api.experiments import assign_variant, item_counters, load_experiment
+from fedpers.server.api.observability import record_recommendation
+from fedpers.server.api.recommender import (
+    PersonalState,
+    RecommendationQuery,
+    decide_basis,
+    recommend,
+)
+from fedpers.server.api.serving_deps import ServedDep
+from fedpers.server.api.serving_schemas import (
+    ExperimentRef,
+    ModelRef,
+    RecommendationRequest,
+    RecommendationResponse,
+    RecommendedItem,
+)
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1", tags=["recommendations"])
+
+
+@router.post("/recommendations", response_model=RecommendationResponse)
+def post_recommendations(
+    body: RecommendationRequest, key: ServeKey, db: DbDep, gpc: GpcDep, served: ServedDep
+) -> RecommendationResponse:
+    """Rank ``k`` items for a user, personalised only when consent and state allow it.
+
+    Personalised needs P1, P5 and P6, no objection, no ``Sec-GPC: 1`` and the device's
+    ``personal_state`` (its local user vector or last events) with this request; otherwise
+    the answer is non-personalised (popularity and context) and says why.
+    """
+    diversity, exploration, ref = body.diversity, body.exploration, None
+    if body.experiment is not None:
+        experiment = load_experiment(db, key.tenant, body.experiment)
+        if experiment is None:
+            raise NotFoundError(f"no experiment {body.experiment!r} for this tenant")
+        variant = assign_variant(experiment, body.user_id)
+        ref = ExperimentRef(id=experiment.id, variant=variant.name)
+        diversity = variant.diversity if variant.diversity is not None else diversity
+        exploration = variant.exploration if variant.exploration is not None else exploration
+    sent = body.personal_state
+    state = None
+    if sent is not None:
+        events = None if sent.events is None else [e.item for e in sent.events]
+        state = PersonalState(user_vector=sent.user_vector, events=events)
+    consent = load_user_consent(db, key.tenant, body.user_id)
+    decision = decide_basis(consent, gpc, state is not None, state.kind if state else "state")
+    context = body.context.model_dump(exclude_none=True)
+    query = RecommendationQuery(
+        user_id=body.user_id,
+        k=body.k,
+        context=context,
+        exclude_items=body.filters.exclude_items,
+        categories=body.filters.categories,
+        diversity=diversity or 0.0,
+        explain=body.explain,
+        exploration=exploration or 0.0,
+        state=state,
+    )
+    result = recommend(served, query, decision, counters=partial(item_counters, db, key.tenant))
+    record_recommendation(decision.basis)
+    return RecommendationResponse(
+        request_id=result.request_id,
+        personalised=decision.personalised,
+        basis=decision.basis,
+        reason=decision.reason,
+        model=ModelRef(version=result.version, sha256=result.sha256),
+        experiment=ref,
+        items=[RecommendedItem(**item.to_dict()) for item in result.items],
+    )
