@@ -1,0 +1,245 @@
+// Storefront demo: the catalogue, a "recommended for you" row and why each title is there.
+// What the visitor opens stays in this tab (sessionStorage only once P1 is granted) and is
+// sent with a request for recommendations only while personalisation is allowed.
+
+import { Api, ApiError, el, loadConfig, mayPersonalise, renewVisitorId, showDemoOff, visitorId } from "./api.js";
+
+const SESSION_KEY = "fedpers.session";
+const PAGE_SIZE = 24;
+const ROW_SIZE = 6;
+const MAX_EVENTS = 20;
+
+const state = {
+  config: null,
+  api: null,
+  user: null,
+  view: null,
+  events: [],
+  titles: new Map(),
+  categories: new Map(),
+  offset: 0,
+  total: 0,
+  seq: 0,
+  promptDismissed: false,
+};
+
+const $ = (id) => document.getElementById(id);
+
+function mayStore() {
+  return state.view !== null && state.view.granted.includes(1) && !state.view.erased;
+}
+
+function keepSession() {
+  if (mayStore()) {
+    sessionStorage.setItem(SESSION_KEY, JSON.stringify({ events: state.events, titles: [...state.titles] }));
+  } else {
+    sessionStorage.removeItem(SESSION_KEY);
+  }
+}
+
+function restoreSession() {
+  if (!mayStore()) return;
+  try {
+    const saved = JSON.parse(sessionStorage.getItem(SESSION_KEY) || "null");
+    if (saved) {
+      state.events = saved.events || [];
+      state.titles = new Map(saved.titles || []);
+    }
+  } catch {
+    sessionStorage.removeItem(SESSION_KEY);
+  }
+}
+
+function genres(categories) {
+  return categories.length ? categories.join(", ") : "No genre listed";
+}
+
+function openButton(item, title) {
+  const button = el("button", { type: "button", class: "open", "data-item": item, "aria-label": `Open ${title}` }, "Open");
+  button.addEventListener("click", () => openItem(item, title));
+  return button;
+}
+
+function itemCard(entry) {
+  return el(
+    "li",
+    { class: "card", "data-item": entry.item },
+    el("h3", {}, entry.title),
+    el("p", { class: "genres" }, genres(entry.categories)),
+    openButton(entry.item, entry.title),
+  );
+}
+
+function recCard(rec) {
+  const title = rec.title || rec.item;
+  const why = el(
+    "details",
+    { class: "why" },
+    el("summary", {}, "Why this?"),
+    el("p", {}, rec.explanation || "The server gave no explanation for this title."),
+  );
+  return el(
+    "li",
+    { class: "card rec", "data-item": rec.item },
+    el("h3", {}, title),
+    rec.explored ? el("p", { class: "tag" }, "Something new: picked to explore") : null,
+    state.categories.has(rec.item) ? el("p", { class: "genres" }, genres(state.categories.get(rec.item))) : null,
+    why,
+    openButton(rec.item, title),
+  );
+}
+
+function missingPurposes() {
+  const granted = new Set(state.view.granted);
+  return state.config.purposes.filter((p) => state.config.personalisation_purposes.includes(p.id) && !granted.has(p.id));
+}
+
+function withheldNote() {
+  if (!state.events.length || mayPersonalise(state.view, state.config)) return "";
+  if (state.view.gpc) return "What you opened stays in this tab: your browser sent Global Privacy Control.";
+  if (state.view.objection) return "What you opened stays in this tab: you object to profiling.";
+  const missing = missingPurposes().map((p) => p.label).join(", ");
+  return `What you opened stays in this tab: ${missing} ${missingPurposes().length > 1 ? "are" : "is"} not granted.`;
+}
+
+function renderBanner(response) {
+  const banner = $("rec-banner");
+  const headline = response.personalised ? "Personalised for you." : "Not personalised.";
+  const note = withheldNote();
+  const parts = [el("strong", {}, headline), " ", el("span", { class: "reason" }, response.reason)];
+  if (note) parts.push(" ", el("span", { class: "note" }, note));
+  banner.replaceChildren(...parts);
+  banner.dataset.basis = response.basis;
+  banner.dataset.personalised = String(response.personalised);
+  banner.classList.toggle("banner-on", response.personalised);
+  banner.classList.toggle("banner-off", !response.personalised);
+}
+
+async function refreshRecommendations() {
+  const seq = ++state.seq;
+  const row = $("rec-row");
+  row.setAttribute("aria-busy", "true");
+  const body = {
+    user_id: state.user,
+    k: ROW_SIZE,
+    explain: true,
+    context: {
+      device: window.matchMedia("(max-width: 40rem)").matches ? "mobile" : "desktop",
+      hour: new Date().getHours(),
+      locale: navigator.language || "en",
+    },
+  };
+  const opened = [...new Set(state.events.map((e) => e.item))];
+  if (opened.length) body.filters = { exclude_items: opened };
+  if (opened.length && mayPersonalise(state.view, state.config)) {
+    body.personal_state = { events: state.events };
+  }
+  try {
+    const response = await state.api.recommend(body);
+    if (seq !== state.seq) return; // a newer request is on its way
+    renderBanner(response);
+    row.replaceChildren(...response.items.map(recCard));
+  } catch (error) {
+    if (seq !== state.seq) return;
+    $("rec-banner").textContent = `No recommendations right now: ${error.message}`;
+    row.replaceChildren();
+  } finally {
+    if (seq === state.seq) {
+      row.removeAttribute("aria-busy");
+      document.body.dataset.recSeq = String(seq);
+    }
+  }
+}
+
+function renderSession() {
+  const list = $("session-list");
+  list.replaceChildren(...state.events.map((e) => el("li", {}, state.titles.get(e.item) || e.item)));
+  $("clear-session").hidden = state.events.length === 0;
+  const where = mayStore() ? "kept in this tab until you close it" : "kept in this page's memory only (P1 is not granted)";
+  $("session-note").textContent = state.events.length
+    ? `Only this browser knows what you opened: ${where}.`
+    : "Open a few titles and watch the recommendations change.";
+}
+
+function openItem(item, title) {
+  state.titles.set(item, title);
+  state.events.push({ item, kind: "click", at: Date.now() / 1000 });
+  state.events = state.events.slice(-MAX_EVENTS);
+  keepSession();
+  renderSession();
+  refreshRecommendations();
+}
+
+async function loadItems() {
+  const page = await state.api.items(state.offset, PAGE_SIZE);
+  state.total = page.total;
+  state.offset += page.items.length;
+  for (const entry of page.items) state.categories.set(entry.item, entry.categories);
+  $("catalogue").append(...page.items.map(itemCard));
+  $("catalogue-count").textContent = `Showing ${state.offset} of ${state.total} titles.`;
+  $("more-items").hidden = state.offset >= state.total;
+}
+
+function renderPrompt() {
+  const undecided = !state.view.updated_at && !state.view.gpc;
+  $("consent-prompt").hidden = state.promptDismissed || !undecided;
+}
+
+async function grantPersonalisation() {
+  state.view = await state.api.decide(state.user, "grant", state.config.personalisation_purposes, "web-storefront");
+  state.promptDismissed = true;
+  renderPrompt();
+  keepSession();
+  renderSession();
+  await refreshRecommendations();
+}
+
+async function loadConsent() {
+  state.view = await state.api.consent(state.user);
+  if (state.view.erased) {
+    // this id was deleted: never reuse it
+    state.user = renewVisitorId();
+    state.view = await state.api.consent(state.user);
+  }
+}
+
+async function main() {
+  let config = null;
+  try {
+    config = await loadConfig();
+  } catch {
+    // handled below: no config means no demo
+  }
+  if (!config || !config.demo) {
+    showDemoOff(config);
+    $("rec-banner").textContent = "Recommendations appear here once the demo is enabled.";
+    return;
+  }
+  state.config = config;
+  state.api = new Api(config);
+  state.user = visitorId();
+  $("grant-personalisation").addEventListener("click", () => grantPersonalisation().catch(showError));
+  $("dismiss-consent").addEventListener("click", () => {
+    state.promptDismissed = true;
+    renderPrompt();
+  });
+  $("clear-session").addEventListener("click", () => {
+    state.events = [];
+    keepSession();
+    renderSession();
+    refreshRecommendations();
+  });
+  $("more-items").addEventListener("click", () => loadItems().catch(showError));
+  await loadConsent();
+  restoreSession();
+  renderPrompt();
+  renderSession();
+  await Promise.all([loadItems(), refreshRecommendations()]);
+}
+
+function showError(error) {
+  const message = error instanceof ApiError ? error.message : String(error);
+  $("rec-banner").textContent = `Something went wrong: ${message}`;
+}
+
+main().catch(showError);
