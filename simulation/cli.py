@@ -69,6 +69,7 @@ def _root(
 def _register_subcommands() -> None:
     """Attach the sub-applications; each lives in the module that owns its area."""
     from fedpers.client.cli import client_app
+    from fedpers.server.cli.serve import serve_app
     from fedpers.simulation.cli_audit import audit
     from fedpers.simulation.cli_bench import bench_app
     from fedpers.simulation.cli_data import data_app
@@ -83,6 +84,7 @@ def _register_subcommands() -> None:
     app.add_typer(keys_app, name="keys")
     app.add_typer(deploy_app, name="deploy")
     app.add_typer(runs_app, name="runs")
+    app.add_typer(serve_app, name="serve")
     app.command("simulate")(simulate_command)
     app.command("audit")(audit)
 
