@@ -8,8 +8,10 @@ model version 1. ``publish(run_dir, round_, shift)`` registers a new version.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -95,3 +97,70 @@ def tiny_run(tmp_path: Path) -> Path:
         )
     publish_model(run_dir, 1)
     return run_dir
+
+
+@dataclass
+class EngineApi:
+    """A TestClient on ``create_app`` over ``tiny_run`` and keys of two tenants."""
+
+    client: Any
+    run_dir: Path
+    db_path: Path
+    serve_a: dict[str, str]
+    serve_b: dict[str, str]
+    admin_a: dict[str, str]
+
+    ledger_key: bytes = b""
+
+    def consent(
+        self, action: str, user: str, purposes: list[int] = (), tenant: str = "shop-a"
+    ) -> None:
+        """Change consent through the platform's consent store (as its routes do)."""
+        from fedpers.server.api import consent_store
+        from fedpers.server.api.db import open_api_db
+
+        db = open_api_db(self.db_path)
+        try:
+            k, t = self.ledger_key, tenant
+            if action == "grant":
+                consent_store.grant(db, k, t, user, purposes, policy_version="v1", source="t")
+            elif action == "withdraw":
+                consent_store.withdraw(db, k, t, user, purposes, policy_version="v1", source="t")
+            elif action == "object":
+                consent_store.object_to_profiling(db, k, t, user, source="t")
+            elif action == "erase":
+                consent_store.erase_user(db, k, t, user)
+            else:
+                raise ValueError(action)
+        finally:
+            db.conn.close()
+
+    def grant(self, user: str, purposes: list[int]) -> None:
+        self.consent("grant", user, purposes)
+
+
+@pytest.fixture
+def engine_api(tiny_run: Path) -> Iterator[EngineApi]:
+    from fastapi.testclient import TestClient
+
+    from fedpers.server.api.auth import create_api_key
+    from fedpers.server.api.db import open_api_db
+    from fedpers.server.api.main import create_app
+    from fedpers.server.api.settings import ApiSettings, create_ledger_key
+
+    settings = ApiSettings(run_dir=tiny_run, reload_interval_s=0.0, rate_limit_per_s=0.0)
+    create_ledger_key(settings.ledger_key_file)
+    db = open_api_db(settings.database_path)
+    keys = {}
+    for name, tenant, scopes in (
+        ("serve_a", "shop-a", ["serve"]),
+        ("serve_b", "shop-b", ["serve"]),
+        ("admin_a", "shop-a", ["serve", "admin"]),
+    ):
+        _, secret = create_api_key(db, tenant, scopes)
+        keys[name] = {"Authorization": f"Bearer {secret}"}
+    db.conn.close()
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        yield EngineApi(
+            client, tiny_run, settings.database_path, **keys, ledger_key=settings.ledger_key()
+        )
