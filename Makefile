@@ -10,7 +10,7 @@ TORCH  := torch==2.13.0
 RUNS   ?= runs
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv run test test-slow lint typecheck bench clean help
+.PHONY: venv run test test-slow lint typecheck bench clean help chromium
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -46,6 +46,16 @@ test-slow: venv  ## the slow suites (long federations, kill-and-resume, attacks)
 
 bench: venv  ## every benchmark in benchmarks/; figures go to docs/benchmarks.md by hand
 	$(BIN)/python benchmarks/run_all.py
+
+# Headless Chromium from Debian's packages (never a browser download): the audit report's
+# render test and the storefront/privacy-center browser test drive /usr/bin/chromium.
+chromium:  ## install Debian's chromium when it is missing (root or passwordless sudo)
+	@if command -v chromium >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" = "0" ]; then sudo=""; elif sudo -n true 2>/dev/null; then sudo="sudo -n"; \
+	else echo "warning: chromium is missing and apt-get needs root; the browser tests fail under CI" >&2; exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then echo "warning: no apt-get to install chromium" >&2; exit 0; fi; \
+	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium >/dev/null \
+	  || echo "warning: could not install chromium; the browser tests fail under CI" >&2
 
 clean:  ## remove the virtual environment and caches (keeps runs/ and the data cache)
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
