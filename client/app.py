@@ -14,8 +14,10 @@ Each device keeps everything private in its own :class:`~fedpers.client.store.Ev
    (:func:`~fedpers.client.device_round.run_device_rounds`: local training, clipping,
    noise share, all per device, with per-device random streams);
 4. persist each new private user vector to its device's store (never sent);
-5. reply with each device's update and numeric metrics, or with their sum
-   (:mod:`fedpers.client.wire`); when the coordinator asks for secure aggregation, each
+5. reply with each device's update, or with their sum (:mod:`fedpers.client.wire`);
+   per-device training statistics (norm, clipped, examples, loss) only when the run set
+   the explicit monitoring flag (:mod:`fedpers.client.egress` lists what leaves);
+   when the coordinator asks for secure aggregation, each
    update (or the node's sum, encrypted once with its count) travels as CKKS ciphertext
    bytes under the enrolled public context (``secagg-context``), never in plaintext.
 
@@ -77,6 +79,7 @@ from fedpers.client.wire import (
     device_ids_of,
     flatten,
     metrics_key,
+    monitoring_of,
     record_level_of,
     secure_agg_of,
     status_record,
@@ -521,18 +524,29 @@ def _persist(devices: Sequence[_Device], contributions: Sequence[DeviceContribut
             logger.info("device %s: no P5 consent, user vector not kept", c.device_id)
 
 
-def _device_metrics(c: DeviceContribution, record_epsilon: float | None) -> MetricRecord:
-    metrics: dict[str, int | float] = {
-        "norm": float(c.norm),
-        "clipped": int(c.clipped),
-        "n-examples": int(c.n_examples),
-        "loss": float(c.loss),
-    }
+def _device_metrics(
+    c: DeviceContribution, record_epsilon: float | None, monitoring: bool
+) -> MetricRecord | None:
+    """A device's metric record: adaptive clipping's indicator, statistics only if asked.
+
+    Without the run's monitoring flag nothing but the indicator leaves the device (see
+    :mod:`fedpers.client.egress`); ``None`` when there is nothing to send.
+    """
+    metrics: dict[str, int | float] = {}
+    if monitoring:
+        metrics.update(
+            {
+                "norm": float(c.norm),
+                "clipped": int(c.clipped),
+                "n-examples": int(c.n_examples),
+                "loss": float(c.loss),
+            }
+        )
+        if record_epsilon is not None and math.isfinite(record_epsilon):
+            metrics["record-epsilon"] = float(record_epsilon)
     if c.indicator is not None:
         metrics["indicator"] = float(c.indicator)
-    if record_epsilon is not None and math.isfinite(record_epsilon):
-        metrics["record-epsilon"] = float(record_epsilon)
-    return MetricRecord(metrics)  # type: ignore[arg-type]
+    return MetricRecord(metrics) if metrics else None  # type: ignore[arg-type]
 
 
 def _sum_reply(
@@ -540,6 +554,7 @@ def _sum_reply(
     contributions: Sequence[DeviceContribution],
     record_epsilon: Mapping[int, float],
     encryptor: DeviceEncryptor | None = None,
+    monitoring: bool = False,
 ) -> dict[str, ArrayRecord | MetricRecord]:
     """The node's sum of its devices' privatized updates, encrypted once when asked.
 
@@ -547,27 +562,34 @@ def _sum_reply(
     (``count = k``), not each device: a simulation node trains all its virtual devices and
     sees their updates anyway, and one encryption per node instead of per device keeps a
     943-device round cheap. The coordinator still sees only a ciphertext of a sum.
+    The metric record holds the count and device ids (participation), the summed
+    indicator under adaptive clipping, and the summed statistics only with ``monitoring``.
     """
     totals = [np.zeros(a.shape, dtype=np.float64) for a in contributions[0].arrays]
     for c in contributions:
         for total, array in zip(totals, c.arrays, strict=True):
             total += array
-    norms = [float(c.norm) for c in contributions]
     metrics: dict[str, Any] = {
         "count": len(contributions),
-        "clipped": sum(int(c.clipped) for c in contributions),
-        "n-examples": sum(int(c.n_examples) for c in contributions),
-        "loss-sum": float(sum(c.loss for c in contributions)),
-        "norm-sum": float(sum(norms)),
-        "norm-max": float(max(norms)),
         "device-ids": [int(c.device_id) for c in contributions],
     }
+    if monitoring:
+        norms = [float(c.norm) for c in contributions]
+        metrics.update(
+            {
+                "clipped": sum(int(c.clipped) for c in contributions),
+                "n-examples": sum(int(c.n_examples) for c in contributions),
+                "loss-sum": float(sum(c.loss for c in contributions)),
+                "norm-sum": float(sum(norms)),
+                "norm-max": float(max(norms)),
+            }
+        )
+        finite = [e for e in record_epsilon.values() if math.isfinite(e)]
+        if finite:
+            metrics["record-epsilon-max"] = float(max(finite))
     indicators = [c.indicator for c in contributions if c.indicator is not None]
     if indicators:
         metrics["indicator"] = float(sum(indicators))
-    finite = [e for e in record_epsilon.values() if math.isfinite(e)]
-    if finite:
-        metrics["record-epsilon-max"] = float(max(finite))
     if encryptor is None:
         update = array_record(names, [t.astype(np.float32) for t in totals])
     else:
@@ -601,6 +623,7 @@ def train_message(message: Message, context: Context, settings: ClientSettings) 
     )
     secure = secure_agg_of(content)
     encryptor = _encryptor(settings, secure) if secure is not None else None
+    monitoring = monitoring_of(content)
     hosted, statuses = _hosted_devices(device_ids_of(content), context, settings)
     features = _item_features(settings.devices_dir) if model_config.n_item_features else None
     ready, refused = _load_all(hosted, context, settings, instructions.seed, model_config.dim)
@@ -625,7 +648,7 @@ def train_message(message: Message, context: Context, settings: ClientSettings) 
     _persist(ready, contributions)
     out: dict[str, Any] = {}
     if reply is ReplyMode.SUM and contributions:
-        out.update(_sum_reply(names, contributions, record_epsilon, encryptor))
+        out.update(_sum_reply(names, contributions, record_epsilon, encryptor, monitoring))
     else:
         for c in contributions:
             device = int(c.device_id)
@@ -639,7 +662,9 @@ def train_message(message: Message, context: Context, settings: ClientSettings) 
                     statuses[device] = DeviceStatus.FAILED
                     continue
                 out[update_key(device)] = ciphertext_record(payload.to_bytes())
-            out[metrics_key(device)] = _device_metrics(c, record_epsilon.get(device))
+            metrics = _device_metrics(c, record_epsilon.get(device), monitoring)
+            if metrics is not None:
+                out[metrics_key(device)] = metrics
     if statuses:
         out["status"] = status_record(statuses)
     return Message(RecordDict(out), reply_to=message)

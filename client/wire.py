@@ -22,13 +22,15 @@ Node -> coordinator (``train`` reply); nothing else may be in it:
 record                     type          content
 =========================  ============  =================================================
 ``update.<device>``        ArrayRecord   one device's clipped (+ noise share) delta
-``metrics.<device>``       MetricRecord  ``norm``, ``clipped``, ``n-examples``, ``loss``,
-                                         ``indicator`` (adaptive clipping),
+``metrics.<device>``       MetricRecord  ``indicator`` (adaptive clipping); only with
+                                         ``monitoring = "plaintext"`` also ``norm``,
+                                         ``clipped``, ``n-examples``, ``loss``,
                                          ``record-epsilon`` (record-level DP-SGD)
 ``update.sum``             ArrayRecord   the sum of the node's devices' deltas (sum reply)
-``metrics.sum``            MetricRecord  ``count``, ``clipped``, ``n-examples``,
-                                         ``loss-sum``, ``norm-sum``, ``norm-max``,
-                                         ``device-ids``, ``indicator``,
+``metrics.sum``            MetricRecord  ``count``, ``device-ids``, ``indicator``; only
+                                         with ``monitoring = "plaintext"`` also
+                                         ``clipped``, ``n-examples``, ``loss-sum``,
+                                         ``norm-sum``, ``norm-max``,
                                          ``record-epsilon-max``
 ``status``                 MetricRecord  ``<device>`` -> :class:`DeviceStatus` code for
                                          every device that sent no update (refused/failed)
@@ -44,9 +46,10 @@ With secure aggregation (``fedpers`` record ``secure-agg = "ckks"`` and ``key-id
 per-device metrics (``hr10_sampled`` ...), plus ``status`` as above. Sums rather than
 means keep the coordinator's aggregation exact whatever the node layout.
 
-Every value a device reports is numeric. Which devices took part and their update norms
-are visible to the coordinator (see docs/threat-model.md); their events, history item
-identifiers and private user vectors never are.
+Every value a device reports is numeric and listed, with what protects it, in the egress
+catalogue (:mod:`fedpers.client.egress`). Which devices took part is visible to the
+coordinator (see docs/threat-model.md); per-device training statistics only with the
+explicit monitoring flag; events, history item identifiers and private user vectors never.
 """
 
 from __future__ import annotations
@@ -68,6 +71,8 @@ __all__ = [
     "EVAL_KEYS",
     "FEDERATION",
     "KEY_ID",
+    "MONITORING",
+    "MONITORING_PLAINTEXT",
     "RECORD_PREFIX",
     "SECURE_AGG",
     "STATUS",
@@ -82,6 +87,7 @@ __all__ = [
     "federation_record",
     "flatten",
     "metrics_key",
+    "monitoring_of",
     "parse_device_key",
     "record_level_of",
     "secure_agg_of",
@@ -100,6 +106,8 @@ CIPHERTEXT = "ckks"
 """Name of the one uint8 array of an encrypted update record."""
 SECURE_AGG = "secure-agg"
 KEY_ID = "key-id"
+MONITORING = "monitoring"
+MONITORING_PLAINTEXT = "plaintext"
 EVAL_KEYS = ("hr10_sampled", "ndcg10_sampled", "hr10_full", "ndcg10_full")
 """Per-device evaluation metrics a node sums (the project-wide metric names)."""
 
@@ -226,12 +234,15 @@ def federation_record(
     split: str = "train",
     record_level: Mapping[str, float | int | str] | None = None,
     secure: tuple[str, str] | None = None,
+    monitoring: bool = False,
 ) -> ConfigRecord:
     """The ``fedpers`` ConfigRecord of a coordinator message.
 
     ``record_level`` holds the record-level DP-SGD settings of the round (the fields of
     :class:`~fedpers.client.training.dpsgd.DPSGDConfig`), sent as ``record.<field>``.
-    ``secure`` is ``(scheme, key id)`` when updates must be encrypted.
+    ``secure`` is ``(scheme, key id)`` when updates must be encrypted. ``monitoring``
+    asks the devices for their plaintext training statistics (the run's explicit
+    ``monitoring_metrics = "plaintext"``; see :mod:`fedpers.client.egress`).
     """
     values: dict[str, Any] = {
         "device-ids": [int(d) for d in device_ids],
@@ -240,6 +251,8 @@ def federation_record(
     }
     if secure is not None:
         values[SECURE_AGG], values[KEY_ID] = secure
+    if monitoring:
+        values[MONITORING] = MONITORING_PLAINTEXT
     for key, value in (record_level or {}).items():
         if value is not None:
             values[f"{RECORD_PREFIX}{key}"] = value
@@ -253,6 +266,12 @@ def record_level_of(content: RecordDict) -> dict[str, Any] | None:
         return None
     values = {k[len(RECORD_PREFIX) :]: v for k, v in record.items() if k.startswith(RECORD_PREFIX)}
     return values or None
+
+
+def monitoring_of(content: RecordDict) -> bool:
+    """Whether a coordinator message asks for plaintext monitoring statistics."""
+    record = content.config_records.get(FEDERATION)
+    return record is not None and record.get(MONITORING) == MONITORING_PLAINTEXT
 
 
 def secure_agg_of(content: RecordDict) -> tuple[str, str] | None:

@@ -44,7 +44,7 @@ from fedpers.server.checkpoint import (
     save_checkpoint,
     sha256_file,
 )
-from fedpers.server.config import FederationConfig
+from fedpers.server.config import MONITORING_WARNING, FederationConfig
 from fedpers.server.dp_wrapper import UserDPConfig, UserLevelDP
 from fedpers.server.optimizers import create_server_optimizer
 from fedpers.server.rundb import RoundRecord, RunDB
@@ -184,7 +184,10 @@ def _build(
         max_update_norm=config.max_update_norm,
         eval_devices=config.evaluated_devices(),
         record_level=config.record_level,
+        monitoring=config.monitoring,
     )
+    if config.monitoring:
+        logger.warning("%s (--monitoring-metrics plaintext)", MONITORING_WARNING)
     if not config.user_level:
         return strategy, None
     assert config.noise_multiplier is not None

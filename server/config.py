@@ -29,9 +29,17 @@ from fedpers.privacy.dp.adaptive import AdaptiveClipConfig, default_count_noise_
 from fedpers.privacy.errors import ConfigError
 from fedpers.server.sampling import SamplingConfig, SamplingMethod
 
-__all__ = ["DP_MODES", "FederationConfig"]
+__all__ = ["DP_MODES", "MONITORING_MODES", "MONITORING_WARNING", "FederationConfig"]
 
 DP_MODES = ("none", "user", "record", "both")
+MONITORING_MODES = ("off", "plaintext")
+MONITORING_WARNING = (
+    "MONITORING METRICS IN PLAINTEXT: every device sends its update norm before clipping, "
+    "clipped or not, number of examples, loss and record-level epsilon to the coordinator "
+    "in plaintext, per device; these values are NOT covered by the differential-privacy "
+    "guarantee and NOT protected by secure aggregation"
+)
+"""The warning a run with ``monitoring_metrics = "plaintext"`` logs and records."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,12 @@ class FederationConfig:
             every device).
         max_update_norm: bound on an update's norm when devices do not clip.
         record_epsilon_budget: each device's record-level budget (``dp`` record/both).
+        monitoring_metrics: ``off`` (default): devices send only what the privacy
+            pipeline needs (updates, adaptive clipping's indicator, participation);
+            ``plaintext``: they also send their training statistics (update norm before
+            clipping, clipped or not, examples, loss, record-level epsilon) to the
+            coordinator in plaintext, per device, outside the DP guarantee and outside
+            secure aggregation. Logged as a warning and recorded in the privacy table.
         record_level: the devices' DP-SGD settings (fields of
             :class:`~fedpers.client.training.dpsgd.DPSGDConfig` but the budget), sent with
             every training round when ``dp`` is ``record`` or ``both``.
@@ -123,6 +137,7 @@ class FederationConfig:
     max_update_norm: float = 1e4
     record_epsilon_budget: float | None = None
     record_level: dict[str, Any] | None = None
+    monitoring_metrics: str = "off"
 
     def __post_init__(self) -> None:
         if self.rounds < 0:
@@ -158,10 +173,24 @@ class FederationConfig:
             raise ConfigError("DP-SGD settings are only used with --dp record or both")
         if self.adaptive_clip and not self.user_level:
             raise ConfigError("--adaptive-clip needs user-level DP")
+        if self.monitoring_metrics not in MONITORING_MODES:
+            raise ConfigError(
+                f"--monitoring-metrics must be off or plaintext, got {self.monitoring_metrics!r}"
+            )
+        if self.adaptive_clip and self.secure_agg == "he" and not self.monitoring:
+            raise ConfigError(
+                "--adaptive-clip with --secure-agg he sends each device's clipped-or-not "
+                "indicator outside the ciphertext; it needs --monitoring-metrics plaintext"
+            )
         self.sampling  # validates the sampling options  # noqa: B018
         LocalTrainConfig.from_dict(self.local)
 
     # ------------------------------------------------------------------ derived values
+
+    @property
+    def monitoring(self) -> bool:
+        """Whether devices send plaintext training statistics (the monitoring flag)."""
+        return self.monitoring_metrics == "plaintext"
 
     @property
     def user_level(self) -> bool:
@@ -294,6 +323,8 @@ class FederationConfig:
             "record_clip_norm": (self.record_level or {}).get("max_grad_norm"),
             "record_delta": (self.record_level or {}).get("delta"),
             "skipped_rounds": "not accounted: a skipped round releases nothing",
+            "monitoring_metrics": self.monitoring_metrics,
+            "monitoring_warning": MONITORING_WARNING if self.monitoring else None,
             "rounds": self.rounds,
         }
         if math.isinf(params["expected_cohort"]):

@@ -11,10 +11,13 @@ privacy pipeline (:mod:`fedpers.privacy.dp.pipeline`). Per round:
    round instructions; devices clip their whole update on the device;
 3. let the wrapped strategy validate and sum the updates (a device whose update is
    longer than ``C_t`` did not clip and is dropped);
-4. :func:`~fedpers.privacy.dp.pipeline.finalize_aggregate`: add ``N(0, (sigma_u C_t)^2)``
-   to the sum (or the top-up of missing shares with distributed noise; under secure
-   aggregation the key holder adds that top-up before the sum leaves it, through
-   :meth:`UserLevelDP.noise_plan`) and divide by the *expected* cohort size;
+4. :func:`~fedpers.privacy.dp.pipeline.round_noise` decides the noise (the one
+   placement decision, shared with the in-process driver): ``N(0, (sigma_u C_t)^2)`` on
+   the sum, or with distributed noise the top-up for the accepted contributions' missing
+   shares (under secure aggregation the key holder adds that top-up before the sum leaves
+   it, through :meth:`UserLevelDP.noise_plan`);
+   :func:`~fedpers.privacy.dp.pipeline.finalize_aggregate` adds what is left to add and
+   divides by the *expected* cohort size;
 5. adaptive clipping (Andrew et al. 2021): the noisy fraction of unclipped updates
    (:func:`~fedpers.privacy.dp.pipeline.finalize_indicator_sum`) moves ``C`` towards the
    target quantile; the update noise multiplier ``sigma_u`` is raised so that the pair
@@ -48,13 +51,13 @@ from fedpers.privacy.dp.adaptive import (
     next_clip_norm,
     update_noise_multiplier,
 )
-from fedpers.privacy.dp.noise import (
-    central_noise_std,
-    distributed_topup_std,
-    noise_share_std,
-    server_rng,
+from fedpers.privacy.dp.noise import server_rng
+from fedpers.privacy.dp.pipeline import (
+    RoundNoise,
+    finalize_aggregate,
+    finalize_indicator_sum,
+    round_noise,
 )
-from fedpers.privacy.dp.pipeline import finalize_aggregate, finalize_indicator_sum
 from fedpers.privacy.errors import ConfigError
 from fedpers.server.sampling import SamplingMethod
 from fedpers.server.secure_aggregation import CkksAggregator, NoisePlan
@@ -166,12 +169,39 @@ class UserLevelDP(Strategy):
         Returns:
             The top-up for the devices that did not report, ``C`` and ``sigma C``.
         """
-        m = self.strategy.expected_cohort
-        sigma_u, clip = self.update_multiplier, self.clip_norm
+        noise = self.update_noise(accepted)
         return NoisePlan(
-            topup_std=distributed_topup_std(sigma_u, clip, m, accepted),
-            clip_norm=clip,
-            noise_std=sigma_u * clip,
+            topup_std=noise.sum_std, clip_norm=self.clip_norm, noise_std=noise.total_std
+        )
+
+    def update_noise(self, contributions: int | None = None) -> RoundNoise:
+        """The round's update noise (:func:`~fedpers.privacy.dp.pipeline.round_noise`).
+
+        Args:
+            contributions: device updates in the sum (``None`` before the round).
+        """
+        return round_noise(
+            self.update_multiplier,
+            self.clip_norm,
+            self.strategy.expected_cohort,
+            distributed=self.config.distributed_noise,
+            contributions=contributions,
+        )
+
+    def count_noise(self, contributions: int | None = None) -> RoundNoise:
+        """Adaptive clipping's count noise (the same placement, ``sigma_b``, sensitivity 1).
+
+        Raises:
+            ConfigError: without adaptive clipping.
+        """
+        if self.config.adaptive is None:
+            raise ConfigError("count noise needs adaptive clipping")
+        return round_noise(
+            self.config.adaptive.count_noise_std,
+            1.0,
+            self.strategy.expected_cohort,
+            distributed=self.config.distributed_noise,
+            contributions=contributions,
         )
 
     # ------------------------------------------------------------------ train
@@ -181,16 +211,10 @@ class UserLevelDP(Strategy):
     ) -> Iterable[Message]:
         """Send the clip norm (and noise shares under secure aggregation) to the devices."""
         overrides: dict[str, float] = {"clip_norm": float(self.clip_norm)}
-        m = self.strategy.expected_cohort
         if self.config.distributed_noise:
-            overrides["noise_share_std"] = noise_share_std(
-                self.update_multiplier, self.clip_norm, m
-            )
+            overrides["noise_share_std"] = self.update_noise().share_std
         if self.config.adaptive is not None:
-            sigma_b = self.config.adaptive.count_noise_std
-            overrides["indicator_noise_share_std"] = (
-                sigma_b / math.sqrt(m) if self.config.distributed_noise else 0.0
-            )
+            overrides["indicator_noise_share_std"] = self.count_noise().share_std
         merged = ConfigRecord({**dict(config or {}), **overrides})  # type: ignore[dict-item]
         messages: Iterable[Message] = self.strategy.configure_train(
             server_round, arrays, merged, grid
@@ -203,20 +227,18 @@ class UserLevelDP(Strategy):
         """Finish the round with the privacy pipeline, step the optimiser and account."""
         inner = self.strategy
         coll = inner.collect_train(server_round, replies)
-        clip, sigma_u = self.clip_norm, self.update_multiplier
+        clip = self.clip_norm
         m = inner.expected_cohort
         skip = inner.skip_reason(coll)
         if skip is not None:
             rep = self._report(coll, "skipped", f"{skip}; not accounted: nothing released", clip)
             return None, train_metrics(rep)
-        assert coll.total is not None
-        topup_by_key_holder = isinstance(inner.aggregator, CkksAggregator)
-        if self.config.distributed_noise:
-            std = distributed_topup_std(sigma_u, clip, m, coll.accepted)
-        else:
-            std = central_noise_std(sigma_u, clip)
+        if coll.total is None:
+            raise ConfigError(f"round {server_round}: no aggregate to finalize")
+        noise = self.update_noise(coll.accepted)
+        std = noise.sum_std
         # Under secure aggregation the key holder already added the top-up.
-        added_here = 0.0 if topup_by_key_holder else std
+        added_here = 0.0 if isinstance(inner.aggregator, CkksAggregator) else std
         mean = finalize_aggregate(
             coll.total,
             central_noise_std=added_here,
@@ -225,18 +247,13 @@ class UserLevelDP(Strategy):
         )
         adaptive = self.config.adaptive
         if adaptive is not None:
-            sigma_b = adaptive.count_noise_std
-            count_std = (
-                sigma_b * math.sqrt(max(0.0, 1.0 - coll.accepted / m))
-                if self.config.distributed_noise
-                else sigma_b
-            )
             fraction = finalize_indicator_sum(
                 coll.indicator_sum,
-                central_noise_std=count_std,
+                central_noise_std=self.count_noise(coll.accepted).sum_std,
                 expected_cohort=m,
                 rng=server_rng(inner.seed, server_round, "indicator_noise"),
             )
+            coll.unclipped_estimate = fraction
             self.clip_norm = next_clip_norm(
                 clip, fraction, adaptive.target_quantile, adaptive.learning_rate
             )

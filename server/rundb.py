@@ -20,7 +20,9 @@ next to ``config.json`` and ``metrics.jsonl`` (one JSON object per round). Table
 ``egress``
     the catalogue of every device->coordinator payload as the coordinator received it:
     round, message type, node, device (``NULL`` for a cohort sum), record, entry name,
-    kind (``array``/``metric``), shape, dtype and bytes. The audit checks it. Node ids
+    kind (``array``/``metric``), shape, dtype, bytes and ``protection``, what protects
+    the value (the egress catalogue, :mod:`fedpers.client.egress`; empty when the entry
+    is not on it). The audit checks it. Node ids
     are Flower's unsigned 64-bit ids, stored as text.
 ``models``
     the model registry: round, file path, SHA-256, metrics, creation time and an
@@ -134,6 +136,12 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m002_egress_protection(db: sqlite_utils.Database) -> None:
+    """Record what protects each egress entry (the egress catalogue's class)."""
+    db.table("egress").add_column("protection", str)
+
+
 @dataclass(frozen=True)
 class ParticipantRecord:
     """What happened to one sampled device in one round."""
@@ -157,6 +165,9 @@ class EgressRecord:
     shape: tuple[int, ...]
     dtype: str
     nbytes: int
+    protection: str = ""
+    """What protects the value (:func:`fedpers.client.egress.protection_of`; ``""``: not
+    on the egress catalogue)."""
 
 
 @dataclass(frozen=True)
@@ -315,6 +326,7 @@ class RunDB:
                         "shape": json.dumps(list(e.shape)),
                         "dtype": e.dtype,
                         "bytes": e.nbytes,
+                        "protection": e.protection,
                     }
                     for e in egress
                 ),

@@ -43,6 +43,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedpers.client.device_round import RoundInstructions
+from fedpers.client.egress import protection_of
 from fedpers.client.training.local import LocalTrainConfig
 from fedpers.client.wire import (
     ARRAYS,
@@ -168,6 +169,8 @@ class RoundCollection:
     record_epsilon_max: float | None = None
     total: list[np.ndarray] | None = None
     aggregation_error: str | None = None
+    monitored: bool = False
+    unclipped_estimate: float | None = None
 
     def note_record_epsilon(self, value: object) -> None:
         """Keep the largest record-level epsilon a device reported."""
@@ -214,8 +217,28 @@ class RoundReport:
     started_at: float = 0.0
 
 
-def egress_of(message_type: str, reply: Message, node: int | None) -> list[EgressRecord]:
-    """Catalogue every entry of a reply as the coordinator received it."""
+def egress_of(
+    message_type: str, reply: Message, node: int | None, secure: bool = False
+) -> list[EgressRecord]:
+    """Catalogue every entry of a reply as the coordinator received it.
+
+    Each entry carries its protection from the egress catalogue
+    (:func:`fedpers.client.egress.protection_of`; ``""`` when it is not listed).
+    """
+    out = _egress_entries(message_type, reply, node)
+    return [
+        replace(
+            e,
+            protection=protection_of(
+                e.message_type, e.record, e.name, e.kind, e.dtype, secure
+            )
+            or "",
+        )
+        for e in out
+    ]
+
+
+def _egress_entries(message_type: str, reply: Message, node: int | None) -> list[EgressRecord]:
     out: list[EgressRecord] = []
     if reply.has_error():
         reason = reply.error.reason or ""
@@ -319,6 +342,10 @@ class FedPersStrategy(Strategy):
         eval_devices: the devices evaluated (``None``: all).
         record_level: the devices' DP-SGD settings sent with every training round
             (``None``: devices train without record-level DP).
+        monitoring: ask the devices for their per-device training statistics in
+            plaintext (norm, clipped, examples, loss): the explicit, logged
+            ``monitoring_metrics = "plaintext"`` of a run; off, the round reports only
+            what the privacy pipeline releases.
     """
 
     names: list[str]
@@ -335,6 +362,7 @@ class FedPersStrategy(Strategy):
     max_update_norm: float
     eval_devices: np.ndarray
     record_level: dict[str, Any] | None
+    monitoring: bool
     reports: dict[int, RoundReport]
 
     def __init__(
@@ -354,6 +382,7 @@ class FedPersStrategy(Strategy):
         max_update_norm: float = 1e4,
         eval_devices: Sequence[int] | None = None,
         record_level: Mapping[str, Any] | None = None,
+        monitoring: bool = False,
     ) -> None:
         super().__init__()
         if min_participants < 1:
@@ -376,6 +405,7 @@ class FedPersStrategy(Strategy):
             else np.asarray(sorted(eval_devices), dtype=np.int64)
         )
         self.record_level = None if record_level is None else dict(record_level)
+        self.monitoring = monitoring
         self.reports: dict[int, RoundReport] = {}
         self._pending: dict[
             int, tuple[np.ndarray, dict[int, list[int]], list[int], RoundInstructions, float]
@@ -385,6 +415,10 @@ class FedPersStrategy(Strategy):
         self._eval_status: dict[int, dict[str, int]] = {}
 
     # ------------------------------------------------------------------ instructions
+
+    @property
+    def _secure(self) -> bool:
+        return self.aggregator.scheme != "plaintext"
 
     @property
     def expected_cohort(self) -> float:
@@ -424,7 +458,14 @@ class FedPersStrategy(Strategy):
         secure = request() if message_type == "train" and callable(request) else None
         out = []
         for node, devices in sorted(groups.items()):
-            fed = federation_record(devices, self.reply_mode, split, record_level, secure)
+            fed = federation_record(
+                devices,
+                self.reply_mode,
+                split,
+                record_level,
+                secure,
+                monitoring=self.monitoring and message_type == "train",
+            )
             content = RecordDict({ARRAYS: arrays, CONFIG: config, FEDERATION: fed})
             out.append(
                 Message(
@@ -475,7 +516,7 @@ class FedPersStrategy(Strategy):
         answered: set[int] = set()
         for reply in replies:
             node = reply.metadata.src_node_id
-            coll.egress.extend(egress_of("train", reply, node))
+            coll.egress.extend(egress_of("train", reply, node, self._secure))
             if node not in groups:
                 logger.warning("round %d: reply from node %s, not addressed", server_round, node)
                 continue
@@ -548,16 +589,17 @@ class FedPersStrategy(Strategy):
             if reason is None:
                 metrics = content.metric_records.get(metrics_key(device))
                 reason = self.aggregator.add(str(device), record, 1, bound)
-                if reason is None:
-                    norm = float(metrics.get("norm", math.nan)) if metrics else math.nan  # type: ignore[arg-type]
-                    coll.norms.append(norm)
-                    coll.norm_sum += norm
-                    coll.norm_max = max(coll.norm_max, norm)
-                    if metrics:
+                if reason is None and metrics:
+                    coll.indicator_sum += float(metrics.get("indicator", 0.0))  # type: ignore[arg-type]
+                    if self.monitoring and "norm" in metrics:
+                        coll.monitored = True
+                        norm = float(metrics["norm"])  # type: ignore[arg-type]
+                        coll.norms.append(norm)
+                        coll.norm_sum += norm
+                        coll.norm_max = max(coll.norm_max, norm)
                         coll.clipped += int(metrics.get("clipped", 0))  # type: ignore[call-overload]
                         coll.loss_sum += float(metrics.get("loss", 0.0))  # type: ignore[arg-type]
                         coll.n_examples += int(metrics.get("n-examples", 0))  # type: ignore[call-overload]
-                        coll.indicator_sum += float(metrics.get("indicator", 0.0))  # type: ignore[arg-type]
                         coll.note_record_epsilon(metrics.get("record-epsilon"))
             if reason in _UNEXPECTED:
                 status_name = "duplicate" if reason == "duplicate" else "unexpected"
@@ -625,13 +667,15 @@ class FedPersStrategy(Strategy):
                     ParticipantRecord(d, "accepted" if reason is None else "dropped", reason, node)
                 )
         if reason is None:
-            coll.clipped += int(metrics.get("clipped", 0))  # type: ignore[call-overload]
-            coll.loss_sum += float(metrics.get("loss-sum", 0.0))  # type: ignore[arg-type]
-            coll.n_examples += int(metrics.get("n-examples", 0))  # type: ignore[call-overload]
-            coll.norm_sum += float(metrics.get("norm-sum", 0.0))  # type: ignore[arg-type]
-            coll.norm_max = max(coll.norm_max, float(metrics.get("norm-max", 0.0)))  # type: ignore[arg-type]
             coll.indicator_sum += float(metrics.get("indicator", 0.0))  # type: ignore[arg-type]
-            coll.note_record_epsilon(metrics.get("record-epsilon-max"))
+            if self.monitoring and "norm-sum" in metrics:
+                coll.monitored = True
+                coll.clipped += int(metrics.get("clipped", 0))  # type: ignore[call-overload]
+                coll.loss_sum += float(metrics.get("loss-sum", 0.0))  # type: ignore[arg-type]
+                coll.n_examples += int(metrics.get("n-examples", 0))  # type: ignore[call-overload]
+                coll.norm_sum += float(metrics.get("norm-sum", 0.0))  # type: ignore[arg-type]
+                coll.norm_max = max(coll.norm_max, float(metrics.get("norm-max", 0.0)))  # type: ignore[arg-type]
+                coll.note_record_epsilon(metrics.get("record-epsilon-max"))
         else:
             logger.warning(
                 "round %d: sum from node %s dropped: %s", coll.server_round, node, reason
@@ -649,8 +693,16 @@ class FedPersStrategy(Strategy):
         counts = coll.counts()
         per_device = coll.norms if len(coll.norms) == coll.accepted else []
         n_min, n_med, n_mean, n_max = _summary(per_device)
-        if not per_device and coll.accepted:
+        if not per_device and coll.accepted and coll.monitored:
             n_mean, n_max = coll.norm_sum / coll.accepted, coll.norm_max
+        monitored = coll.monitored and coll.accepted > 0
+        if monitored:
+            clipped_fraction: float | None = coll.clipped / coll.accepted
+        elif coll.unclipped_estimate is not None:
+            # adaptive clipping's DP release (noised, accounted), clamped to [0, 1]
+            clipped_fraction = min(1.0, max(0.0, 1.0 - coll.unclipped_estimate))
+        else:
+            clipped_fraction = None
         pending = self._pending.pop(coll.server_round, None)  # the round is over
         started = pending[4] if pending is not None else time.time()
         rep = RoundReport(
@@ -663,12 +715,12 @@ class FedPersStrategy(Strategy):
             refused=counts["refused"],
             participants=coll.participants,
             egress=coll.egress,
-            clipped_fraction=coll.clipped / coll.accepted if coll.accepted else None,
+            clipped_fraction=clipped_fraction,
             norm_min=n_min,
             norm_median=n_med,
             norm_mean=n_mean,
             norm_max=n_max,
-            loss=coll.loss_sum / coll.accepted if coll.accepted else None,
+            loss=coll.loss_sum / coll.accepted if monitored else None,
             record_epsilon_max=coll.record_epsilon_max,
             sample_rate=self.sampler.config.rate,
             started_at=started,
@@ -733,7 +785,7 @@ class FedPersStrategy(Strategy):
         egress: list[EgressRecord] = []
         statuses: dict[str, int] = defaultdict(int)
         for reply in replies:
-            egress.extend(egress_of("evaluate", reply, reply.metadata.src_node_id))
+            egress.extend(egress_of("evaluate", reply, reply.metadata.src_node_id, self._secure))
             if reply.has_error() or EVAL not in reply.content.metric_records:
                 continue
             rec = reply.content.metric_records[EVAL]

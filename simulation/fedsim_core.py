@@ -5,7 +5,8 @@ One round, exactly as the Flower ServerApp runs it (and built from the same func
     cohort   = DeviceSampler(sampling, seed).sample()            # fedpers.server.sampling
     contribs = run_device_rounds(global, ..., cohort, instr)      # train, clip, noise share
     total    = sum of the contributions' arrays                    # pipeline step 6
-    mean     = finalize_aggregate(total, central_noise_std=..., denominator=m, rng=server_rng)
+    noise    = round_noise(sigma, C, m, distributed=..., contributions=len(contribs))
+    mean     = finalize_aggregate(total, central_noise_std=noise.sum_std, denominator=m, ...)
     global   = server_optimizer.step(global, mean)
 
 and, every ``eval_every`` rounds and at the end, the shared evaluation protocol
@@ -14,9 +15,11 @@ model on each device (:func:`fedpers.client.training.local.score_devices`).
 
 Noise: without secure aggregation (``distributed_noise=False``) the coordinator adds
 ``N(0, (sigma C)^2)`` to the sum; with it, each device adds its share
-``sigma C / sqrt(m)`` and the coordinator tops up the variance of missing devices
-(:func:`fedpers.privacy.dp.noise.distributed_topup_std`). The noise multiplier is an
-input; calibrate it for a target epsilon with the project's accountant.
+``sigma C / sqrt(m)`` and the coordinator tops up the variance of the shares missing from
+the sum. Both are decided by :func:`fedpers.privacy.dp.pipeline.round_noise`, the same
+function the Flower DP wrapper calls, from the number of contributions actually summed.
+The noise multiplier is an input; calibrate it for a target epsilon with the project's
+accountant.
 
 This module is small on purpose: it is used for hyperparameter tuning, as the reference
 the Flower runs are tested against, and by the benchmarks. The product path is the Flower
@@ -41,13 +44,8 @@ from fedpers.client.device_round import (
 )
 from fedpers.client.model import ItemSide, ModelConfig, shared_arrays
 from fedpers.client.training.local import LocalTrainConfig, score_devices
-from fedpers.privacy.dp.noise import (
-    central_noise_std,
-    distributed_topup_std,
-    noise_share_std,
-    server_rng,
-)
-from fedpers.privacy.dp.pipeline import finalize_aggregate
+from fedpers.privacy.dp.noise import server_rng
+from fedpers.privacy.dp.pipeline import finalize_aggregate, round_noise
 from fedpers.privacy.errors import ConfigError
 from fedpers.server.optimizers import create_server_optimizer
 from fedpers.server.sampling import DeviceSampler, SamplingConfig
@@ -91,6 +89,8 @@ class FedSimConfig:
         denoise: shrink the noisy mean update per item before the server step
             (:func:`fedpers.server.optimizers.shrink_rows` with the noise's known std
             ``sigma C / m``; post-processing, no privacy cost).
+        absent: devices that are sampled but never report (no P10 consent, erased): they
+            train nothing and send no update or noise share, as a refusing Flower device.
     """
 
     rounds: int = 10
@@ -112,6 +112,7 @@ class FedSimConfig:
     chunk_size: int = 256
     init_std: float = 0.1
     denoise: bool = False
+    absent: frozenset[int] = frozenset()
 
     @classmethod
     def from_recipe(
@@ -272,7 +273,7 @@ def run_fedsim(
     if config.denoise and sigma > 0:
         kwargs["denoise_std"] = sigma * clip / m
     optimizer = create_server_optimizer(config.server_optimizer, lr=config.server_lr, **kwargs)
-    share = noise_share_std(sigma, clip, m) if config.distributed_noise and sigma > 0 else 0.0
+    share = round_noise(sigma, clip, m, distributed=config.distributed_noise).share_std
     eval_local = config.eval_local or config.local
     history: list[dict[str, Any]] = []
     metrics: RankingMetrics | None = None
@@ -292,8 +293,9 @@ def run_fedsim(
         norms: list[float] = []
         clipped = 0
         local_seconds = 0.0
-        for lo in range(0, len(cohort), config.chunk_size):
-            ids = cohort[lo : lo + config.chunk_size]
+        reporting = [u for u in cohort if int(u) not in config.absent]
+        for lo in range(0, len(reporting), config.chunk_size):
+            ids = np.asarray(reporting[lo : lo + config.chunk_size], dtype=np.int64)
             t_local = time.perf_counter()
             contribs = run_device_rounds(
                 global_arrays,
@@ -312,26 +314,22 @@ def run_fedsim(
                 losses.append(c.loss)
                 norms.append(c.norm)
                 clipped += int(c.clipped)
-        if sigma > 0:
-            noise_std = (
-                distributed_topup_std(sigma, clip, m, len(cohort))
-                if config.distributed_noise
-                else central_noise_std(sigma, clip)
+        if norms:  # as the Flower path, a round nobody reported to is skipped
+            noise = round_noise(
+                sigma, clip, m, distributed=config.distributed_noise, contributions=len(norms)
             )
-        else:
-            noise_std = 0.0
-        mean = finalize_aggregate(
-            [t.astype(np.float32) for t in total],
-            central_noise_std=noise_std,
-            denominator=m,
-            rng=server_rng(config.seed, rnd),
-        )
-        global_arrays = optimizer.step(global_arrays, mean)
+            mean = finalize_aggregate(
+                [t.astype(np.float32) for t in total],
+                central_noise_std=noise.sum_std,
+                denominator=m,
+                rng=server_rng(config.seed, rnd),
+            )
+            global_arrays = optimizer.step(global_arrays, mean)
         entry: dict[str, Any] = {
             "round": rnd,
-            "participants": len(cohort),
+            "participants": len(norms),
             "loss": float(np.mean(losses)) if losses else float("nan"),
-            "clipped_fraction": clipped / len(cohort) if len(cohort) else 0.0,
+            "clipped_fraction": clipped / len(norms) if norms else 0.0,
             "norm_median": float(np.median(norms)) if norms else 0.0,
             "local_seconds": local_seconds,
         }

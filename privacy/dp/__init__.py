@@ -60,10 +60,12 @@ from fedpers.privacy.dp.noise import (
 from fedpers.privacy.dp.pipeline import (
     PIPELINE_ORDER,
     PrivatizedUpdate,
+    RoundNoise,
     expected_cohort_size,
     finalize_aggregate,
     finalize_indicator_sum,
     privatize_device_update,
+    round_noise,
     sum_updates,
 )
 
@@ -82,6 +84,7 @@ __all__ = [
     "RDPUserLevelAccountant",
     "RecordLevelRound",
     "RoundEvent",
+    "RoundNoise",
     "Sampling",
     "UserLevelAccountant",
     "centered_indicator",
@@ -110,6 +113,7 @@ __all__ = [
     "privatize_device_update",
     "record_level_epsilon",
     "record_level_would_exceed",
+    "round_noise",
     "seed_words",
     "server_rng",
     "solve_noise_multiplier",

@@ -41,6 +41,13 @@ Which noise, and why:
   carries more noise than assumed; the accountant keeps ``sigma`` (it ignores the extra
   noise). The shares only add up if the devices are honest: a device that knows its own
   share removes it from what protects others (see docs/threat-model.md).
+- The placement and size of all that noise is decided in one function,
+  :func:`round_noise`, which every coordinator calls (the Flower DP wrapper, the key
+  holder's noise plan, the in-process driver): the top-up is computed from the number of
+  device contributions *actually in the sum* (accepted updates), never from the sampled
+  cohort size. A sampled device that refused, dropped out or was rejected added no share,
+  so counting it would leave the released sum with less noise than the accountant
+  assumes.
 - The denominator is the *expected* cohort size ``m`` (``q N`` under Poisson sampling),
   a public constant, never the number of devices that actually reported: that number
   depends on who was sampled and would leak through the scale of the average.
@@ -66,16 +73,23 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedpers.privacy.dp.clipping import NonFiniteUpdateError, clip_update, is_finite_update
-from fedpers.privacy.dp.noise import gaussian_noise_like
+from fedpers.privacy.dp.noise import (
+    central_noise_std,
+    distributed_topup_std,
+    gaussian_noise_like,
+    noise_share_std,
+)
 from fedpers.privacy.errors import ConfigError, DataError
 
 __all__ = [
     "PIPELINE_ORDER",
     "PrivatizedUpdate",
+    "RoundNoise",
     "expected_cohort_size",
     "finalize_aggregate",
     "finalize_indicator_sum",
     "privatize_device_update",
+    "round_noise",
     "sum_updates",
 ]
 
@@ -111,6 +125,67 @@ class PrivatizedUpdate:
     norm: float
     clipped: bool
     indicator: float | None = None
+
+
+@dataclass(frozen=True)
+class RoundNoise:
+    """Where one round's Gaussian noise goes and how large it is (:func:`round_noise`).
+
+    Attributes:
+        share_std: standard deviation of each device's noise share (0: central noise).
+        sum_std: noise added to the (decrypted) sum after it was formed: ``sigma C``
+            with central noise, the top-up for missing shares with distributed noise.
+        total_std: the noise the accountant assumes on the sum, ``sigma C``.
+        distributed: whether devices add shares (secure aggregation).
+    """
+
+    share_std: float
+    sum_std: float
+    total_std: float
+    distributed: bool
+
+
+def round_noise(
+    noise_multiplier: float,
+    clip_norm: float,
+    expected_cohort: float,
+    *,
+    distributed: bool,
+    contributions: int | None = None,
+) -> RoundNoise:
+    """The one noise-placement decision of a round (device shares, top-up, central noise).
+
+    Central noise: devices add nothing and the coordinator adds ``sigma C`` to the sum.
+    Distributed noise: each device adds ``sigma C / sqrt(m)``; after the sum is formed,
+    the missing variance ``(sigma C)^2 (1 - r/m)`` is topped up, where ``r`` is the number
+    of device contributions *in the sum*: sampled devices that refused, dropped out or were
+    rejected sent no share, so ``r`` is never the sampled cohort size. Adaptive clipping's
+    count uses the same function with ``clip_norm = 1`` and ``sigma_b`` as multiplier.
+
+    Args:
+        noise_multiplier: ``sigma`` (0: no noise, a non-private run).
+        clip_norm: ``C``.
+        expected_cohort: ``m``, the public expected cohort size.
+        distributed: devices add noise shares (secure aggregation).
+        contributions: ``r``, device updates in the sum; needed for ``sum_std`` with
+            distributed noise (``None`` before the round: ``sum_std`` is then the top-up
+            for a full cohort, 0).
+
+    Returns:
+        The :class:`RoundNoise`.
+
+    Raises:
+        ConfigError: on invalid arguments.
+    """
+    if noise_multiplier == 0:
+        return RoundNoise(0.0, 0.0, 0.0, distributed)
+    total = central_noise_std(noise_multiplier, clip_norm)
+    if not distributed:
+        return RoundNoise(0.0, total, total, False)
+    share = noise_share_std(noise_multiplier, clip_norm, expected_cohort)
+    reporting = math.ceil(expected_cohort) if contributions is None else contributions
+    topup = distributed_topup_std(noise_multiplier, clip_norm, expected_cohort, reporting)
+    return RoundNoise(share, topup, total, True)
 
 
 def expected_cohort_size(
