@@ -31,11 +31,13 @@ from fedpers.server.api.middleware import BodyGuardMiddleware
 from fedpers.server.api.model_state import ModelHolder
 from fedpers.server.api.observability import ObservabilityMiddleware, configure_logging
 from fedpers.server.api.routes import (
+    consent,
     experiments,
     feedback,
     health,
     items,
     model,
+    privacy,
     recommendations,
     web,
 )
@@ -98,7 +100,17 @@ def create_app(settings: ApiSettings) -> FastAPI:
     install_problem_openapi(app)
     app.add_middleware(BodyGuardMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(ObservabilityMiddleware)
-    for module in (health, recommendations, feedback, experiments, model, items, web):
+    for module in (
+        health,
+        consent,
+        privacy,
+        recommendations,
+        feedback,
+        experiments,
+        model,
+        items,
+        web,
+    ):
         app.include_router(module.router)
     return app
 
