@@ -34,9 +34,11 @@ from fedpers.client.training.local import LocalTrainConfig
 from fedpers.privacy.audit.report import (
     SCHEMA_VERSION,
     AuditReport,
+    CraftedUpdateAuditSection,
     EmpiricalAuditSection,
     GroupGap,
     GroupMetrics,
+    GuaranteeSection,
     NonPrivateReference,
     RunInfo,
     UpdateInspectionSection,
@@ -54,6 +56,7 @@ from fedpers.simulation.audit_attacks import (
     pick_inspection_device,
     run_canary_audit,
 )
+from fedpers.simulation.audit_crafted import CraftedAuditConfig, run_crafted_audit
 from fedpers.simulation.audit_html import render_html
 from fedpers.simulation.audit_sections import (
     accountants_verdict,
@@ -487,6 +490,46 @@ def _empirical(
     )
 
 
+def _crafted(
+    src: RunSources, options: AuditOptions, guarantee: GuaranteeSection, final_clip: float
+) -> CraftedUpdateAuditSection:
+    """The crafted-update audit of the run's mechanism (section 8)."""
+    accounted = sum(1 for r in src.rounds if r.get("status") == "completed")
+    fed, _ = fedsim_config_from_run(src.config, src.privacy, accounted)
+    population = int(src.config.get("num_devices") or 0) or 1
+    if fed.clients_per_round is not None:
+        cohort = float(fed.clients_per_round)
+        rate = min(1.0, cohort / population)
+    else:
+        rate = fed.sample_rate if fed.sample_rate is not None else 1.0
+        cohort = max(1.0, rate * population)
+    delta = guarantee["delta"] if guarantee["delta"] is not None else 0.1 / population
+    sigma = guarantee["noise_multiplier"] or 0.0
+    if options.skip_empirical:
+        section = run_crafted_audit(
+            noise_multiplier=0.0,
+            clip_norm=final_clip,
+            expected_cohort=cohort,
+            sample_rate=rate,
+            rounds=accounted,
+            delta=delta,
+            claimed_epsilon=guarantee["epsilon"],
+        )
+        section["status"] = "skipped"
+        section["statement"] = "Skipped on request (--skip-empirical)."
+        return section
+    return run_crafted_audit(
+        noise_multiplier=sigma if guarantee["private"] else 0.0,
+        clip_norm=final_clip,
+        expected_cohort=cohort,
+        sample_rate=rate,
+        rounds=accounted,
+        delta=delta,
+        claimed_epsilon=guarantee["epsilon"],
+        config=CraftedAuditConfig(seed=options.seed, confidence=options.confidence),
+    )
+
+
 def _metrics_dict(m: RankingMetrics | dict[str, Any] | None) -> dict[str, float | None]:
     if m is None:
         return dict.fromkeys(METRIC_NAMES)
@@ -717,6 +760,7 @@ def build_report(run_dir: str | Path, options: AuditOptions | None = None) -> Au
     )
     inspection = _inspection(src, split, features, final_clip if private else 0.0, sigma)
     empirical = _empirical(src, split, features, options, guarantee["epsilon"], guarantee["delta"])
+    crafted = _crafted(src, options, guarantee, final_clip if private else 0.0)
     utility = _utility(src, split, features, options)
     verdicts = [
         budget_verdict(guarantee),
@@ -744,6 +788,7 @@ def build_report(run_dir: str | Path, options: AuditOptions | None = None) -> Au
         consent=consent,
         update_inspection=inspection,
         empirical_audit=empirical,
+        crafted_update_audit=crafted,
         utility=utility,
     )
 

@@ -751,8 +751,15 @@ def run_canary_audit(
         f"epsilon lower bound of {one_run['epsilon']:.3f} at {audit.confidence:.0%} "
         f"confidence ({one_run['attack']}), {verdict} the claimed epsilon"
         + (f" of {claimed_epsilon:.3f}." if private else " (the run claims none).")
-        + " A lower bound far below the claim is normal: it is what one attack achieves, "
-        "not a proof of privacy; a bound above the claim would prove a bug."
+        + " Why this bound is far below the claim, and why that is expected: it comes from "
+        "one training run with a few hundred canaries, so even an attack that guessed "
+        "every canary right could certify only a few units of epsilon; each canary is a "
+        "device with data, whose clipped update is one of hundreds in every noisy sum and "
+        "is then reshaped by the server optimiser and its denoising; and the attacks see "
+        "only the published models, not each round's sum. It measures what an attacker on "
+        "the published models learns here, not how tight the accountant is; section 8 "
+        "(crafted-update audit) gives the attack the mechanism allows at its strongest. A "
+        "bound above the claim would prove a bug."
     )
     bias = run.scores.get("bias_drift")
     if bias is not None and bias.size and float(np.mean(bias == 0.0)) > 0.5:

@@ -450,6 +450,55 @@ def _inspection(report: AuditReport) -> str:
     return "".join(parts)
 
 
+def _crafted(report: AuditReport) -> str:
+    a = report["crafted_update_audit"]
+    parts = [f'<p class="plain">{_e(a["statement"])}</p>']
+    if a["status"] != "measured":
+        return "".join(parts)
+    parts.append(
+        _kv(
+            [
+                ("crafted canary devices", a["canaries"]),
+                ("canaries included (each with probability 1/2)", a["canaries_included"]),
+                ("noise multiplier sigma", a["noise_multiplier"]),
+                ("clip norm C", a["clip_norm"]),
+                ("sampling rate", a["sample_rate"]),
+                ("rounds", a["rounds"]),
+                ("delta", a["delta"]),
+                ("wall time (s)", a["seconds"]),
+            ]
+        )
+    )
+    parts.append(
+        _table(
+            (
+                "variant",
+                "accountant epsilon",
+                "exact Gaussian epsilon",
+                "estimated epsilon (measured mu)",
+                "Clopper-Pearson lower bound",
+                "one-run lower bound",
+                "ROC AUC",
+            ),
+            [
+                (
+                    v["name"],
+                    v["accountant_epsilon"],
+                    v["exact_gaussian_epsilon"],
+                    "n/a"
+                    if v["estimated_epsilon"] is None
+                    else f"{_fmt(v['estimated_epsilon'])} ({_fmt(v['measured_mu'])})",
+                    v["clopper_pearson_epsilon"],
+                    f"{_fmt(v['one_run_epsilon'])} ({v['one_run_canaries']} canaries)",
+                    v["auc"],
+                )
+                for v in a["variants"]
+            ],
+        )
+    )
+    return "".join(parts)
+
+
 def _empirical(report: AuditReport) -> str:
     a = report["empirical_audit"]
     parts = [f'<p class="plain">{_e(a["statement"])}</p>']
@@ -626,7 +675,8 @@ def render_html(report: AuditReport) -> str:
         ("5. Consent and erasure", _consent(report)),
         ("6. Update-inspection attack", _inspection(report)),
         ("7. Empirical audit with canaries", _empirical(report)),
-        ("8. Utility and fairness", _utility(report)),
+        ("8. Crafted-update audit of the mechanism", _crafted(report)),
+        ("9. Utility and fairness", _utility(report)),
     ]
     body = "".join(
         f"<section><h2>{_e(title)}</h2>{content}</section>" for title, content in sections

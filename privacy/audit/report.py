@@ -22,6 +22,8 @@ __all__ = [
     "ClopperPearsonResult",
     "ConsentRound",
     "ConsentSection",
+    "CraftedUpdateAuditSection",
+    "CraftedVariant",
     "CrossCheck",
     "DeviceEvent",
     "DevicesSection",
@@ -53,7 +55,7 @@ __all__ = [
     "VerdictStatus",
 ]
 
-SCHEMA_VERSION = "1.0.0"
+SCHEMA_VERSION = "1.1.0"
 """Semantic version of the report format; bump the major version on breaking changes."""
 
 VerdictStatus = Literal["pass", "fail", "not_applicable"]
@@ -618,6 +620,69 @@ class EmpiricalAuditSection(TypedDict):
     seconds: float | None
 
 
+class CraftedVariant(TypedDict):
+    """One variant of the crafted-update audit and the epsilons set beside it.
+
+    Attributes:
+        name: ``one round`` (every included canary in round 1) or ``all rounds`` (included
+            canaries take part at the run's sampling rate in every round).
+        accountant_epsilon: the accountant's epsilon for this variant (one round with
+            ``q = 1``, or the run's claim).
+        exact_gaussian_epsilon: the exact epsilon of the Gaussian mechanism for this
+            variant (``sqrt(rounds)/sigma``-GDP), when it has a closed form.
+        auc: ROC AUC of the likelihood-ratio score.
+        one_run_epsilon: the one-run lower bound on the first ``one_run_canaries`` canaries.
+        one_run_canaries: canaries the one-run bound uses.
+        clopper_pearson_epsilon: the Clopper-Pearson lower bound over all canaries.
+        measured_mu: the measured separation of included and excluded scores (Gaussian
+            scores only).
+        estimated_epsilon: the epsilon of a ``measured_mu``-GDP mechanism at the claim's
+            delta: an estimate, not a bound.
+    """
+
+    name: str
+    accountant_epsilon: float | None
+    exact_gaussian_epsilon: float | None
+    auc: float
+    one_run_epsilon: float
+    one_run_canaries: int
+    clopper_pearson_epsilon: float
+    measured_mu: float | None
+    estimated_epsilon: float | None
+
+
+class CraftedUpdateAuditSection(TypedDict):
+    """The white-box audit with crafted canary updates of norm ``C`` on the run's mechanism.
+
+    Attributes:
+        status: ``measured``, ``skipped`` or ``not_applicable``.
+        statement: plain-language description of what was run and what it shows.
+        canaries: crafted canary devices.
+        canaries_included: how many were included (each with probability 1/2).
+        noise_multiplier: ``sigma`` of the audited mechanism.
+        clip_norm: ``C`` of the audited mechanism.
+        sample_rate: the per-round sampling rate of an included canary.
+        rounds: rounds of the audited mechanism.
+        delta: delta of the bounds and estimates.
+        claimed_epsilon: the audited run's epsilon.
+        variants: the one-round and the all-rounds audit.
+        seconds: wall time of the audit.
+    """
+
+    status: Literal["measured", "skipped", "not_applicable"]
+    statement: str
+    canaries: int
+    canaries_included: int
+    noise_multiplier: float
+    clip_norm: float
+    sample_rate: float
+    rounds: int
+    delta: float
+    claimed_epsilon: float | None
+    variants: list[CraftedVariant]
+    seconds: float | None
+
+
 class UtilityPoint(TypedDict):
     """Metrics after one round.
 
@@ -728,6 +793,7 @@ class AuditReport(TypedDict):
         consent: consent and erasure.
         update_inspection: the update-inspection attack.
         empirical_audit: the canary audit.
+        crafted_update_audit: the crafted-update audit of the mechanism.
         utility: utility and fairness.
     """
 
@@ -744,4 +810,5 @@ class AuditReport(TypedDict):
     consent: ConsentSection
     update_inspection: UpdateInspectionSection
     empirical_audit: EmpiricalAuditSection
+    crafted_update_audit: CraftedUpdateAuditSection
     utility: UtilitySection

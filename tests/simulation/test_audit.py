@@ -322,6 +322,28 @@ def test_attack_sections(private_report: dict[str, Any]) -> None:
     assert ut["non_private_reference"]["status"] == "computed"
 
 
+def test_crafted_update_audit_section(private_run: Path, private_report: dict[str, Any]) -> None:
+    c = private_report["crafted_update_audit"]
+    g = private_report["guarantee"]
+    assert c["status"] == "measured"
+    assert c["noise_multiplier"] == g["noise_multiplier"] and c["delta"] == g["delta"]
+    assert c["rounds"] == 3
+    one, every = c["variants"]
+    assert [one["name"], every["name"]] == ["one round", "all rounds"]
+    assert every["accountant_epsilon"] == g["epsilon"]
+    for v in c["variants"]:
+        assert v["clopper_pearson_epsilon"] <= v["accountant_epsilon"]
+        assert v["one_run_epsilon"] <= v["accountant_epsilon"]
+    # the strongest attack beats the black-box canary audit on the published models
+    assert (
+        every["clopper_pearson_epsilon"] >= private_report["empirical_audit"]["one_run"]["epsilon"]
+    )
+    e = private_report["empirical_audit"]["statement"]
+    assert "Why this bound is far below the claim" in e and "section 8" in e
+    html = (private_run / "report.html").read_text()
+    assert "8. Crafted-update audit of the mechanism" in html and "9. Utility" in html
+
+
 def test_html_is_self_contained(private_run: Path, private_report: dict[str, Any]) -> None:
     html = (private_run / "report.html").read_text()
     assert not re.search(r"https?://", html)
@@ -445,6 +467,7 @@ def test_run_without_device_data_still_gets_a_report(tmp_path: Path) -> None:
     jsonschema.validate(json.loads(json.dumps(report)), report_schema())
     assert report["update_inspection"]["status"] == "skipped"
     assert report["empirical_audit"]["status"] == "skipped"
+    assert report["crafted_update_audit"]["status"] == "measured"  # needs no device data
     assert report["consent"]["rounds"][0]["consenting"] is None
     statuses = {v["id"]: v["status"] for v in report["verdicts"]}
     assert statuses["consent_respected"] == "not_applicable"
