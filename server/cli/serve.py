@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from fedpers.privacy.errors import ConfigError
+from fedpers.server.cli.verify_ledger import verify_ledger_command
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -52,6 +53,7 @@ keys_app = typer.Typer(
     no_args_is_help=True,
 )
 serve_app.add_typer(keys_app, name="keys")
+serve_app.command("verify-ledger")(verify_ledger_command)
 
 RunOpt = Annotated[
     Path | None,
