@@ -101,8 +101,9 @@ export class Api {
     return this.request("DELETE", this.user(id));
   }
 
-  items(offset, limit) {
-    return this.request("GET", `/v1/items?offset=${offset}&limit=${limit}`);
+  items(offset, limit, category) {
+    const genre = category ? `&category=${encodeURIComponent(category)}` : "";
+    return this.request("GET", `/v1/items?offset=${offset}&limit=${limit}${genre}`);
   }
 
   recommend(body) {
@@ -156,7 +157,7 @@ export function showDemoOff(config) {
       "p",
       {},
       "These pages need a demo key. Start the server with ",
-      el("code", {}, config ? config.enable_hint : "fedpers serve RUN_DIR --demo"),
+      el("code", {}, config ? config.enable_hint : "fedpers serve --run RUN_DIR --demo"),
       " and reload this page.",
     ),
   );

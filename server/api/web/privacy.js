@@ -55,7 +55,7 @@ function renderGpc() {
 
 function fmt(number) {
   if (number === null || number === undefined) return "unknown";
-  return Math.abs(number) >= 0.01 ? String(Number(number.toPrecision(3))) : number.toExponential(0);
+  return Math.abs(number) >= 0.01 ? String(Number(number.toPrecision(3))) : number.toExponential(1);
 }
 
 function unitPhrase(unit) {
@@ -92,8 +92,12 @@ async function renderModel() {
       ["Unit of privacy", model.privacy && model.privacy.unit ? model.privacy.unit : "none"],
       ["ε (epsilon)", model.privacy ? fmt(model.privacy.epsilon) : "none"],
       ["δ (delta)", model.privacy ? fmt(model.privacy.delta) : "none"],
-      ["Mechanism and accountant", model.privacy ? `${model.privacy.mechanism || "?"}, ${model.privacy.accountant || "?"}` : "none"],
     ];
+    const privacy = model.privacy || {};
+    if (privacy.label) facts.push(["Training", privacy.label]);
+    if (privacy.mechanism) facts.push(["Mechanism", privacy.mechanism]);
+    if (privacy.accountant) facts.push(["Accountant", privacy.accountant]);
+    if (privacy.secure_aggregation) facts.push(["Secure aggregation", privacy.secure_aggregation]);
     if (model.created_at) facts.push(["Published", new Date(model.created_at * 1000).toLocaleString()]);
     $("model-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
   } catch (error) {
@@ -168,11 +172,14 @@ async function downloadData() {
 
 async function deleteData() {
   const old = state.user;
-  await state.api.erase(old);
+  const receipt = await state.api.erase(old);
   sessionStorage.clear();
   state.user = renewVisitorId();
   await refresh();
-  say(`Deleted: the server holds nothing about ${old} any more and refuses new records for it. This browser now uses a new visitor id.`);
+  const what = receipt && typeof receipt.ledger_entries_shredded === "number"
+    ? ` (${receipt.consent_rows} consent record${receipt.consent_rows === 1 ? "" : "s"} removed, ${receipt.ledger_entries_shredded} history entries shredded)`
+    : "";
+  say(`Deleted${what}: the server holds nothing about ${old} any more and refuses new records for it. This browser now uses a new visitor id.`);
 }
 
 async function downloadReport(event) {

@@ -21,6 +21,7 @@ const state = {
   total: 0,
   seq: 0,
   promptDismissed: false,
+  genre: "",
 };
 
 const $ = (id) => document.getElementById(id);
@@ -170,13 +171,21 @@ function openItem(item, title) {
   refreshRecommendations();
 }
 
+function renderGenres(names) {
+  const select = $("genre");
+  if (select.options.length > 1 || !names) return;
+  select.append(...names.map((name) => el("option", { value: name }, name)));
+}
+
 async function loadItems() {
-  const page = await state.api.items(state.offset, PAGE_SIZE);
+  const page = await state.api.items(state.offset, PAGE_SIZE, state.genre);
+  renderGenres(page.categories);
   state.total = page.total;
   state.offset += page.items.length;
   for (const entry of page.items) state.categories.set(entry.item, entry.categories);
   $("catalogue").append(...page.items.map(itemCard));
-  $("catalogue-count").textContent = `Showing ${state.offset} of ${state.total} titles.`;
+  const where = state.genre ? ` in ${state.genre}` : "";
+  $("catalogue-count").textContent = `Showing ${state.offset} of ${state.total} titles${where}.`;
   $("more-items").hidden = state.offset >= state.total;
 }
 
@@ -230,6 +239,12 @@ async function main() {
     refreshRecommendations();
   });
   $("more-items").addEventListener("click", () => loadItems().catch(showError));
+  $("genre").addEventListener("change", () => {
+    state.genre = $("genre").value;
+    state.offset = 0;
+    $("catalogue").replaceChildren();
+    loadItems().catch(showError);
+  });
   await loadConsent();
   restoreSession();
   renderPrompt();
