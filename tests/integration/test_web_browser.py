@@ -236,6 +236,21 @@ def test_storefront_and_privacy_center_end_to_end(base_url: str, browser: Any) -
     assert page.evaluate("document.body.dataset.gpc") == "false"  # GPC was that browser's
     old_id = page.locator("#visitor-id").inner_text()
     assert int(page.evaluate("document.body.dataset.historyCount")) >= 3  # grant, withdraw, grant
+    guarantee = page.locator("#model-guarantee").inner_text()
+    assert "everything one person contributed" in guarantee
+    assert "ε = 8" in guarantee and "δ = 1.0e-5" in guarantee and "2,981" in guarantee
+    page.get_by_role("link", name="Download the audit report of this model").click()
+    wait_until(page, "() => document.getElementById('report-status').textContent.length > 0")
+    assert "fedpers audit" in page.locator("#report-status").inner_text()  # no report yet
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download my data").click()
+    exported = json.loads(Path(download.value.path()).read_text())
+    assert exported["user_id"] == old_id
+    assert [e["action"] for e in exported["consent_history"]][:3] == [
+        "grant",
+        "withdraw",
+        "grant",
+    ]
     page.get_by_role("button", name="Delete my data").click()
     dialog = page.locator("#confirm-delete")
     assert dialog.is_visible()

@@ -107,7 +107,8 @@ function renderBanner(response) {
   const banner = $("rec-banner");
   const headline = response.personalised ? "Personalised for you." : "Not personalised.";
   const note = withheldNote();
-  const parts = [el("strong", {}, headline), " ", el("span", { class: "reason" }, response.reason)];
+  const reason = /[.!?]$/.test(response.reason) ? response.reason : `${response.reason}.`;
+  const parts = [el("strong", {}, headline), " ", el("span", { class: "reason" }, reason)];
   if (note) parts.push(" ", el("span", { class: "note" }, note));
   banner.replaceChildren(...parts);
   banner.dataset.basis = response.basis;
