@@ -636,8 +636,10 @@ def egress_section(
     n_violations = 0
     entries = 0
     total = 0
+    protections: dict[str, int] = defaultdict(int)
     for row in rows:
         entries += 1
+        protections[str(row.get("protection") or "not recorded")] += 1
         nbytes = int(row.get("bytes") or 0)
         total += nbytes
         shape = tuple(_json_list(row.get("shape")))
@@ -697,6 +699,7 @@ def egress_section(
         "the handshake.",
         "No configuration or text record may come from a device.",
     ]
+    checks.append(_protection_line(protections))
     if n_violations > len(violations):
         checks.append(f"{n_violations} violations in all; the first {len(violations)} are listed.")
     return EgressSection(
@@ -709,6 +712,18 @@ def egress_section(
         violations=violations,
         checks=checks,
     )
+
+
+def _protection_line(protections: Mapping[str, int]) -> str:
+    """What protected the recorded entries (run.db ``egress.protection``), in one line."""
+    counts = ", ".join(f"{name} {n}" for name, n in sorted(protections.items()))
+    line = f"Protection of the recorded entries (the egress catalogue): {counts or 'none'}."
+    if protections.get("monitoring_plaintext"):
+        line += (
+            " The run set monitoring_metrics = plaintext: the monitoring_plaintext entries "
+            "are per-device statistics sent in plaintext, NOT covered by the DP guarantee."
+        )
+    return line
 
 
 def egress_verdict(e: EgressSection) -> Verdict:

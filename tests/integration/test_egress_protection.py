@@ -25,6 +25,7 @@ from fedpers.server.local_grid import LocalGrid
 from fedpers.server.rundb import RunDB
 from fedpers.server.secure_aggregation import ckks_backend, ensure_keys
 from fedpers.server.strategy import egress_of
+from fedpers.simulation.audit_sections import egress_section
 from fedpers.simulation.data import SyntheticConfig, load_dataset
 from fedpers.simulation.devices import prepare_devices
 from fedpers.simulation.evaluation import leave_one_out
@@ -127,6 +128,8 @@ def test_no_unprotected_per_device_value_leaves_by_default(
     assert rows and all(r["protection"] for r in rows)
     assert {r["protection"] for r in rows if r["message_type"] == "train"} <= PROTECTED
     assert privacy["monitoring_metrics"] == "off" and privacy["monitoring_warning"] is None
+    line = egress_section(rows, {"n_items": N_ITEMS, "dim": DIM}, secure)["checks"][-1]
+    assert "Protection of the recorded entries" in line and "monitoring_plaintext" not in line
 
 
 @pytest.mark.parametrize("secure", [False, True])
@@ -152,6 +155,10 @@ def test_monitoring_flag_sends_statistics_labelled_unprotected(
     assert privacy["monitoring_warning"] == MONITORING_WARNING
     assert {r["protection"] for r in rows if r["name"] == "loss"} == {"monitoring_plaintext"}
     assert rounds[-1]["norm_max"] is not None
+    # the audit's egress section says what protected the entries, and names the flag
+    config = {"n_items": N_ITEMS, "dim": DIM}
+    line = egress_section(rows, config, secure)["checks"][-1]
+    assert "monitoring_plaintext" in line and "NOT covered by the DP guarantee" in line
 
 
 def test_adaptive_clipping_bit_outside_the_ciphertext_needs_the_flag(tmp_path: Path) -> None:
