@@ -1,0 +1,91 @@
+"""``fedpers serve keys create|list|revoke`` and the one-line errors of ``fedpers serve``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from fedpers.server.api.auth import authenticate
+from fedpers.server.api.db import open_api_db
+from fedpers.simulation.cli import app
+
+runner = CliRunner()
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    code = "from fedpers.simulation.cli import main; main()"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_keys_create_list_revoke(tiny_run: Path) -> None:
+    r = runner.invoke(
+        app,
+        ["serve", "keys", "create", "--run", str(tiny_run), "--tenant", "shop-a", "--json",
+         "--scope", "serve", "--scope", "admin", "--name", "ops"],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    created = json.loads(r.stdout)
+    secret = created["key"]
+    assert created["tenant"] == "shop-a" and created["scopes"] == ["admin", "serve"]
+    db = open_api_db(tiny_run / "api.db")
+    assert authenticate(db, secret).key_id == created["key_id"]
+
+    r = runner.invoke(app, ["serve", "keys", "create", "--run", str(tiny_run), "--tenant", "b"])
+    assert r.exit_code == 0 and r.stdout.strip().startswith("fpk_")  # the key alone on stdout
+
+    r = runner.invoke(app, ["serve", "keys", "list", "--run", str(tiny_run), "--json"])
+    listed = json.loads(r.stdout)["keys"]
+    assert {k["tenant"] for k in listed} == {"shop-a", "b"}
+    assert secret not in r.stdout and all("key" not in k for k in listed)
+    r = runner.invoke(app, ["serve", "keys", "list", "--run", str(tiny_run), "--tenant", "b"])
+    assert r.exit_code == 0 and "shop-a" not in r.stdout and " b " in r.stdout
+
+    r = runner.invoke(
+        app, ["serve", "keys", "revoke", created["key_id"], "--db", str(tiny_run / "api.db"),
+              "--json"],
+    )  # fmt: skip
+    assert r.exit_code == 0 and json.loads(r.stdout)["revoked_at"] is not None
+    r = runner.invoke(app, ["serve", "keys", "list", "--run", str(tiny_run), "--json"])
+    revoked = [k for k in json.loads(r.stdout)["keys"] if k["key_id"] == created["key_id"]]
+    assert revoked[0]["revoked_at"] is not None
+
+
+def test_cli_errors_are_one_line_exit_2(tiny_run: Path, tmp_path: Path) -> None:
+    cases = [
+        (["serve"], "--run"),
+        (["serve", "--run", str(tmp_path)], "not a run directory"),
+        (["serve", "--run", str(tiny_run), "--port", "0"], "--port"),
+        (["serve", "keys", "create", "--tenant", "x"], "give --run RUN_DIR or --db PATH"),
+        (["serve", "keys", "create", "--run", str(tiny_run), "--tenant", "Bad Name"], "tenant"),
+        (["serve", "keys", "create", "--run", str(tiny_run), "--tenant", "t", "--scope", "root"],
+         "scopes"),
+        (["serve", "keys", "revoke", "000000000000", "--run", str(tiny_run)], "no API key"),
+    ]  # fmt: skip
+    for args, words in cases:
+        r = _cli(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], (
+            args,
+            r.stderr,
+        )
+
+
+def test_serve_help_has_examples_and_fedpers_help_stays_light() -> None:
+    r = runner.invoke(app, ["serve", "--help"])
+    assert r.exit_code == 0
+    for words in ("--run", "--workers", "--demo", "$ fedpers serve keys create", "8080"):
+        assert words in r.stdout
+    code = (
+        "import sys; import fedpers.simulation.cli; "
+        "print(sorted(m for m in ('fastapi', 'uvicorn', 'fedpers.server.api.main') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
