@@ -85,6 +85,14 @@ Reply = Annotated[
 ServerOpt = Annotated[str | None, typer.Option("--server-opt", help="fedavg, fedavgm or fedadam.")]
 ServerLr = Annotated[float | None, typer.Option("--server-lr", help="Server learning rate.")]
 SecureAgg = Annotated[str, typer.Option("--secure-agg", help="none or he (CKKS).")]
+MonitoringMetrics = Annotated[
+    str,
+    typer.Option(
+        "--monitoring-metrics",
+        help="off, or plaintext: devices also send their update norm, clipped flag, "
+        "examples and loss per device in PLAINTEXT, outside the DP guarantee (warns).",
+    ),
+]
 Keys = Annotated[
     Path | None,
     typer.Option(

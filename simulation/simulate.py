@@ -41,8 +41,8 @@ from fedpers.server.sampling import SamplingConfig, SamplingMethod
 from fedpers.simulation.data import load_dataset
 from fedpers.simulation.devices import population_is_lazy, prepare_devices, provision_device
 from fedpers.simulation.evaluation import leave_one_out
-from fedpers.simulation.ray_lifecycle import ray_guard
 from fedpers.simulation.out_dir import output_dir
+from fedpers.simulation.ray_lifecycle import ray_guard
 
 __all__ = ["SimulateOptions", "build_config", "check_options", "run_flower_simulation", "simulate"]
 
@@ -74,6 +74,7 @@ class SimulateOptions:
     server_opt: str | None = None
     server_lr: float | None = None
     secure_agg: str = "none"
+    monitoring_metrics: str = "off"
     keys: str | None = None
     seed: int = 0
     dim: int | None = None
@@ -164,6 +165,7 @@ def build_config(
         clip_norm=clip if user_level else 0.0,
         adaptive_clip=options.adaptive_clip,
         secure_agg=options.secure_agg,
+        monitoring_metrics=options.monitoring_metrics,
         secagg_keys=keys_dir,
         min_participants=options.min_participants,
         round_timeout=options.round_timeout,
