@@ -56,17 +56,27 @@ def open_read_only(path: Path) -> sqlite_utils.Database:
     return db
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def _print_human(report: dict[str, Any], path: Path) -> None:
     chains = report["chains"]
+    n = report["entries"]
+    entries = f"{n} {'entry' if n == 1 else 'entries'}"
     shredded = sum(report["shredded"].values())
-    summary = (
-        f"{report['entries']} entries in {len(chains)} chain{'s' if len(chains) != 1 else ''}"
-        f" ({shredded} shredded by erasure)"
-    )
     if report["ok"]:
-        typer.echo(f"ledger OK: {summary} in {path}")
+        typer.echo(
+            f"ledger OK: {entries} in {_plural(len(chains), 'chain')} "
+            f"({shredded} shredded by erasure) in {path}"
+        )
         return
-    typer.echo(f"ledger BROKEN: {summary} in {path}")
+    broken = len(report["breaks"])
+    typer.echo(
+        f"ledger BROKEN: {broken} of {_plural(len(chains), 'chain')} "
+        f"break{'s' if broken == 1 else ''} in {path} ({entries} verified before "
+        f"{'the break' if broken == 1 else 'the breaks'})"
+    )
     for b in report["breaks"]:
         typer.echo(f"  tenant {b['tenant']}: breaks at seq {b['seq']}: {b['problem']}")
 
