@@ -245,3 +245,17 @@ def test_deployment_egress_is_catalogued_and_protected(tmp_path: Path, secure: s
     if secure == "he":
         updates = [r for r in train if r["record"].startswith("update.")]
         assert updates and {r["protection"] for r in updates} == {"secure_sum"}
+
+
+def test_simulate_options_carry_the_monitoring_flag(tmp_path: Path) -> None:
+    from fedpers.simulation.simulate import SimulateOptions, build_config
+
+    options = SimulateOptions(
+        dataset="synthetic", synthetic_users=8, synthetic_items=20, rounds=1, recipe="none"
+    )
+    default, _ = build_config(options, tmp_path / "a")
+    flagged, _ = build_config(
+        SimulateOptions(**{**options.__dict__, "monitoring_metrics": "plaintext"}), tmp_path / "b"
+    )
+    assert default.monitoring_metrics == "off" and not default.monitoring
+    assert flagged.monitoring and flagged.privacy_parameters()["monitoring_warning"]
