@@ -55,7 +55,7 @@ function renderGpc() {
 
 function fmt(number) {
   if (number === null || number === undefined) return "unknown";
-  return Math.abs(number) >= 0.01 ? String(Number(number.toPrecision(3))) : number.toExponential(1);
+  return Math.abs(number) >= 0.01 ? number.toPrecision(3) : number.toExponential(1);
 }
 
 function unitPhrase(unit) {

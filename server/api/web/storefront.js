@@ -8,6 +8,7 @@ const SESSION_KEY = "fedpers.session";
 const PAGE_SIZE = 24;
 const ROW_SIZE = 6;
 const MAX_EVENTS = 20;
+const MAX_INDEXED = 5000;
 
 const state = {
   config: null,
@@ -55,6 +56,10 @@ function genres(categories) {
   return categories.length ? categories.join(", ") : "No genre listed";
 }
 
+function genresOf(item) {
+  return state.categories.has(item) ? genres(state.categories.get(item)) : "";
+}
+
 function openButton(item, title) {
   const button = el("button", { type: "button", class: "open", "data-item": item, "aria-label": `Open ${title}` }, "Open");
   button.addEventListener("click", () => openItem(item, title));
@@ -71,20 +76,27 @@ function itemCard(entry) {
   );
 }
 
+// The server names the opened title behind a recommendation by its id; show its title.
+function explanationText(text) {
+  if (!text) return "The server gave no explanation for this title.";
+  const match = /^(because you interacted with )(.+)$/.exec(text);
+  return match && state.titles.has(match[2]) ? `${match[1]}${state.titles.get(match[2])}` : text;
+}
+
 function recCard(rec) {
   const title = rec.title || rec.item;
   const why = el(
     "details",
     { class: "why" },
     el("summary", {}, "Why this?"),
-    el("p", {}, rec.explanation || "The server gave no explanation for this title."),
+    el("p", {}, explanationText(rec.explanation)),
   );
   return el(
     "li",
     { class: "card rec", "data-item": rec.item },
     el("h3", {}, title),
     rec.explored ? el("p", { class: "tag" }, "Something new: picked to explore") : null,
-    state.categories.has(rec.item) ? el("p", { class: "genres" }, genres(state.categories.get(rec.item))) : null,
+    el("p", { class: "genres", "data-genres-of": rec.item }, genresOf(rec.item)),
     why,
     openButton(rec.item, title),
   );
@@ -178,6 +190,19 @@ function renderGenres(names) {
   select.append(...names.map((name) => el("option", { value: name }, name)));
 }
 
+// Genres of every title (public catalogue data), so that recommended cards show theirs.
+async function indexGenres() {
+  const limit = 1000;
+  for (let offset = 0; offset < MAX_INDEXED; offset += limit) {
+    const page = await state.api.items(offset, limit);
+    for (const entry of page.items) state.categories.set(entry.item, entry.categories);
+    if (offset + limit >= page.total) break;
+  }
+  for (const node of document.querySelectorAll("[data-genres-of]")) {
+    node.textContent = genresOf(node.dataset.genresOf);
+  }
+}
+
 async function loadItems() {
   const page = await state.api.items(state.offset, PAGE_SIZE, state.genre);
   renderGenres(page.categories);
@@ -251,6 +276,7 @@ async function main() {
   renderPrompt();
   renderSession();
   await Promise.all([loadItems(), refreshRecommendations()]);
+  indexGenres().catch(() => {}); // only cosmetic: cards without genres still work
 }
 
 function showError(error) {
