@@ -276,6 +276,41 @@ def test_storefront_and_privacy_center_end_to_end(base_url: str, browser: Any) -
     context.close()
 
 
+# WCAG 2.x contrast of every visible text node against its nearest opaque background
+# (4.5:1, or 3:1 for large text: 24 px, or 18.66 px bold).
+_CONTRAST = """() => {
+  const lum = (rgb) => {
+    const [r, g, b] = rgb.map((v) => {
+      const c = v / 255;
+      return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+    });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  };
+  const parse = (color) => color.match(/[\\d.]+/g).map(Number);
+  const background = (node) => {
+    for (let n = node; n; n = n.parentElement) {
+      const c = parse(getComputedStyle(n).backgroundColor);
+      if (c.length < 4 || c[3] === 1) return c.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  const failures = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let t = walker.nextNode(); t; t = walker.nextNode()) {
+    const node = t.parentElement;
+    if (!t.textContent.trim() || !node.checkVisibility()) continue;
+    const style = getComputedStyle(node);
+    const fg = lum(parse(style.color).slice(0, 3));
+    const bg = lum(background(node));
+    const ratio = (Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05);
+    const size = parseFloat(style.fontSize);
+    const large = size >= 24 || (size >= 18.66 && Number(style.fontWeight) >= 700);
+    if (ratio < (large ? 3 : 4.5)) failures.push(`${ratio.toFixed(2)} ${t.textContent.trim()}`);
+  }
+  return failures;
+}"""
+
+
 @pytest.mark.parametrize(("name", "viewport"), [("desktop", DESKTOP), ("phone", PHONE)])
 def test_pages_fit_the_screen_and_work_from_the_keyboard(
     base_url: str, browser: Any, name: str, viewport: dict[str, int]
@@ -295,6 +330,7 @@ def test_pages_fit_the_screen_and_work_from_the_keyboard(
                 .map(e => e.outerHTML)"""
         )
         assert unnamed == []
+        assert page.evaluate(_CONTRAST) == [], f"text below WCAG AA contrast on {path}"
         # Tab reaches the skip link first, then the page's own controls
         page.keyboard.press("Tab")
         assert page.evaluate("document.activeElement.className") == "skip-link"
