@@ -61,6 +61,8 @@ class ServedModel:
         index: catalogue item id -> model index.
         unit_vectors: item vectors scaled to unit norm (MMR similarity).
         popularity: public popularity of each item (the global item bias).
+        popular_order: item indices by decreasing popularity (the non-profiled ranking
+            without context boosts, precomputed once).
         context_popularity: per ``"key=value"`` context, a popularity boost (P11).
         session: how a request's events shift the ranking query.
         catalogue: titles and categories.
@@ -81,6 +83,7 @@ class ServedModel:
     privacy: Mapping[str, Any]
     session: SessionConfig = field(default_factory=SessionConfig)
     context_popularity: Mapping[str, np.ndarray] = field(default_factory=dict)
+    popular_order: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     loaded_at: float = 0.0
 
     @property
@@ -175,6 +178,7 @@ def load_served_model(
         session = SessionConfig.from_meta(model.meta.get("session"))
     except FedpersError:
         session = SessionConfig()
+    popularity = np.asarray(model.item_bias, dtype=np.float64)
     return ServedModel(
         version=int(row["round"]),
         round=int(model.meta.get("round", row["round"])),
@@ -184,7 +188,8 @@ def load_served_model(
         model=model,
         index=model.index,
         unit_vectors=unit_rows(model.item_vectors),
-        popularity=np.asarray(model.item_bias, dtype=np.float64),
+        popularity=popularity,
+        popular_order=np.argsort(-popularity, kind="stable"),
         catalogue=load_catalogue(run_dir, model.item_ids, model.item_features),
         privacy=privacy_guarantee(params, model.meta),
         session=session,

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from functools import partial
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
+from starlette.concurrency import run_in_threadpool
 
 from fedpers.server.api.consent_store import load_user_consent
 from fedpers.server.api.deps import DbDep, GpcDep, ServeKey
@@ -36,11 +37,16 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
 
+#: Catalogues with more scoring work (items x dim) are ranked in the thread pool, so the
+#: event loop keeps parsing other requests meanwhile (numpy releases the GIL); smaller
+#: ones are ranked inline, which is cheaper than the thread hand-off.
+INLINE_WORK = 2_000_000
+
 
 @router.post("/recommendations", response_model=RecommendationResponse)
-def post_recommendations(
+async def post_recommendations(
     body: RecommendationRequest, key: ServeKey, db: DbDep, gpc: GpcDep, served: ServedDep
-) -> RecommendationResponse:
+) -> Response:
     """Rank ``k`` items for a user, personalised only when consent and state allow it.
 
     Personalised needs P1, P5 and P6, no objection, no ``Sec-GPC: 1`` and the device's
@@ -75,9 +81,15 @@ def post_recommendations(
         exploration=exploration or 0.0,
         state=state,
     )
-    result = recommend(served, query, decision, counters=partial(item_counters, db, key.tenant))
+    rank = partial(
+        recommend, served, query, decision, counters=partial(item_counters, db, key.tenant)
+    )
+    if served.n_items * served.dim <= INLINE_WORK:
+        result = rank()
+    else:
+        result = await run_in_threadpool(rank)
     record_recommendation(decision.basis)
-    return RecommendationResponse(
+    answer = RecommendationResponse(
         request_id=result.request_id,
         personalised=decision.personalised,
         basis=decision.basis,
@@ -86,3 +98,5 @@ def post_recommendations(
         experiment=ref,
         items=[RecommendedItem(**item.to_dict()) for item in result.items],
     )
+    # Validated once above, serialised once here (a returned model would be re-validated).
+    return Response(answer.model_dump_json(), media_type="application/json")

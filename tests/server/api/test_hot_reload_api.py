@@ -87,14 +87,27 @@ def test_publishing_during_load_fails_no_request_and_serves_the_new_version(
                 model = r.json()["model"]
                 results[slot].append((r.status_code, model["version"], model["sha256"]))
 
+    def wait_for(condition: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + 30
+        while not condition():
+            if time.monotonic() > deadline or failures:
+                stop.set()
+                pytest.fail(f"timed out waiting for {what}; failures: {failures[:3]}")
+            time.sleep(0.02)
+
+    def answered(version: int) -> bool:
+        return any(r and r[-1][1] >= version for r in results)
+
     threads = [threading.Thread(target=load, args=(i,)) for i in range(6)]
     for t in threads:
         t.start()
-    time.sleep(1.0)
-    publish(tiny_run, 2, 0.5)
-    time.sleep(1.0)
+    wait_for(lambda: all(results), "every load thread's first answer")
+    time.sleep(0.3)
+    publish(tiny_run, 2, 0.5)  # while the requests keep coming
+    wait_for(lambda: answered(2), "an answer from version 2")
     publish(tiny_run, 3, 1.0)
-    time.sleep(1.0)
+    wait_for(lambda: all(r[-1][1] == 3 for r in results), "every thread on version 3")
+    time.sleep(0.3)
     stop.set()
     for t in threads:
         t.join(timeout=20)
@@ -109,7 +122,7 @@ def test_publishing_during_load_fails_no_request_and_serves_the_new_version(
         for _, version, sha in served:
             assert registry[version] == sha  # each answer names one whole registry version
         versions_seen.update(versions)
-    assert {1, 3} <= versions_seen
+    assert versions_seen == {1, 2, 3}
     after = httpx.get(f"{url}/v1/model", headers=headers, timeout=5).json()
     assert after["version"] == 3
     assert all(served[-1][1] == 3 for served in results)

@@ -220,3 +220,22 @@ def test_context_boosts_reorder_only_the_contextual_basis(tiny_run: Path) -> Non
     assert "hour=21" in (contextual.items[0].explanation or "")
     popular = recommend(served, q, BasisDecision("popular", "x"))
     assert popular.items[0].item != "i5"
+
+
+@pytest.mark.parametrize("diversity", [0.0, 0.5])
+def test_precomputed_popular_order_ranks_like_the_full_scan(
+    served: ServedModel, diversity: float
+) -> None:
+    from dataclasses import replace
+
+    full_scan = replace(served, popular_order=np.zeros(0, dtype=np.int64))
+    for query in (
+        RecommendationQuery("u", k=7, diversity=diversity),
+        RecommendationQuery("u", k=5, diversity=diversity, exclude_items=["i38", "i37"]),
+        RecommendationQuery("u", k=30, diversity=diversity, categories=["Drama"]),
+    ):
+        for basis in ("popular", "contextual"):
+            decision = BasisDecision(basis, "x")  # type: ignore[arg-type]
+            fast = recommend(served, query, decision)
+            slow = recommend(full_scan, query, decision)
+            assert [i.item for i in fast.items] == [i.item for i in slow.items]

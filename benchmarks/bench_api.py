@@ -1,0 +1,434 @@
+"""Latency, throughput and soak of ``POST /v1/recommendations`` behind ``fedpers serve``.
+
+Everything runs on 127.0.0.1 as separate processes: ``fedpers serve`` (a real uvicorn) and
+a load generator (``benchmarks/api_loadgen.py``, asyncio sockets, open loop at a fixed
+rate with latency measured from each request's scheduled send time, so queueing is not
+hidden by coordinated omission).
+
+1. Latency at ``--rate`` req/s (default 200) with an ML-100K-sized model (1,682 items)
+   and a synthetic 100,000-item model, each published into a temporary run registry
+   (targets: p99 <= 10 ms and <= 25 ms).
+2. Sustained maximum throughput (closed loop) of the recommendation route against a
+   trivial FastAPI endpoint (``api_trivial_app.py``) served the same way in the same run
+   (target: ratio >= 0.5).
+3. A soak at ``--rate`` for ``--soak-s`` seconds: server RSS over time and errors
+   (target: flat memory, zero errors).
+
+The request mix: 60 % a consenting user with a locally fine-tuned vector, 30 % a
+consenting user with their last 10 events to fold in, 10 % unknown users (contextual);
+``k = 10``, explanations on, a third with MMR diversity 0.3. Rate limiting is off
+(``FEDPERS_API_RATE_LIMIT_PER_S=0``): it is a per-key budget, not a server limit.
+
+Usage::
+
+    python benchmarks/bench_api.py --json                 # the full run (~6 min)
+    python benchmarks/bench_api.py --quick --json         # short phases, for development
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PLOT = ROOT / "docs" / "img" / "api-latency.png"
+DIM = 64
+USERS = 100
+TENANT = "bench"
+
+
+def log(message: str) -> None:
+    print(f"[bench_api] {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_run(root: Path, n_items: int, seed: int) -> Path:
+    """A run directory whose registry holds one synthetic model of ``n_items`` items."""
+    from fedpers.client.global_model import GlobalModel
+    from fedpers.client.model import ModelConfig
+    from fedpers.server.checkpoint import sha256_file
+    from fedpers.server.rundb import RunDB
+
+    run = root / f"run-{n_items}"
+    rng = np.random.default_rng(seed)
+    emb = (0.1 * rng.standard_normal((n_items, DIM))).astype(np.float32)
+    bias = (0.5 * rng.standard_normal(n_items)).astype(np.float32)
+    ids = [str(i + 1) for i in range(n_items)]
+    model = GlobalModel.from_arrays(
+        ModelConfig(n_items=n_items, dim=DIM),
+        [emb, bias],
+        ids,
+        meta={"round": 1, "epsilon": 8.0, "delta": 1e-4, "session": {"weight": 0.1}},
+    )
+    path = model.save(run / "models" / "round-0001.npz")
+    with RunDB.open(run) as db:
+        db.write_config({"benchmark": "bench_api", "n_items": n_items})
+        db.write_privacy(
+            {"unit": "user", "mechanism": "gaussian", "accountant": "rdp", "delta": 1e-4}
+        )
+        db.register_model(1, path, sha256_file(path), {})
+    return run
+
+
+def prepare_db(run: Path) -> str:
+    """Create the API database, a serve key and consent for the benchmark's users."""
+    from fedpers.server.api import consent_store
+    from fedpers.server.api.auth import create_api_key
+    from fedpers.server.api.db import open_api_db
+    from fedpers.server.api.settings import ApiSettings, create_ledger_key
+
+    settings = ApiSettings(run_dir=run)
+    create_ledger_key(settings.ledger_key_file)
+    db = open_api_db(settings.database_path)
+    _, secret = create_api_key(db, TENANT, ["serve"], name="bench")
+    key = settings.ledger_key()
+    for u in range(USERS):
+        consent_store.grant(
+            db, key, TENANT, f"user-{u}", [1, 5, 6, 11], policy_version="bench", source="bench"
+        )
+    db.conn.close()
+    return secret
+
+
+def bodies(n_items: int, seed: int, count: int = 500) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(seed)
+    out: list[dict[str, Any]] = []
+    for j in range(count):
+        body: dict[str, Any] = {
+            "k": 10,
+            "explain": True,
+            "context": {"device": "mobile", "hour": int(j % 24), "locale": "en-US"},
+        }
+        if j % 3 == 0:
+            body["diversity"] = 0.3
+        kind = j % 10
+        if kind < 6:
+            body["user_id"] = f"user-{j % USERS}"
+            vector = 0.3 * rng.standard_normal(DIM)
+            body["personal_state"] = {"user_vector": [round(float(x), 5) for x in vector]}
+        elif kind < 9:
+            body["user_id"] = f"user-{j % USERS}"
+            items = rng.choice(n_items, size=10, replace=False) + 1
+            body["personal_state"] = {
+                "events": [{"item": str(i), "kind": "click"} for i in items.tolist()]
+            }
+        else:
+            body["user_id"] = f"visitor-{j}"
+        out.append(body)
+    return out
+
+
+def rss_kb(pid: int) -> int:
+    """Resident memory of ``pid`` and its descendants (kB), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        todo.extend(children.get(p, []))
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before it was ready")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("server not ready in time")
+
+
+@contextmanager
+def server(cmd: list[str], port: int, env: dict[str, str], log_path: Path) -> Iterator[int]:
+    env = {**env, **{k: v for k, v in os.environ.items() if k == "FEDPERS_API_RUN_DIR"}}
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            wait_ready(port, proc)
+            yield proc.pid
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def has_serve_command() -> bool:
+    fedpers = Path(sys.executable).with_name("fedpers")
+    probe = subprocess.run([str(fedpers), "serve", "--help"], capture_output=True, check=False)
+    return probe.returncode == 0
+
+
+SERVE_COMMAND: list[bool] = []
+
+
+def serve_cmd(run: Path, port: int) -> list[str]:
+    """``fedpers serve`` (or, where it is not installed yet, the same uvicorn factory)."""
+    if not SERVE_COMMAND:
+        SERVE_COMMAND.append(has_serve_command())
+    if SERVE_COMMAND[0]:
+        fedpers = Path(sys.executable).with_name("fedpers")
+        return [
+            str(fedpers), "serve", "--run", str(run), "--host", "127.0.0.1", "--port", str(port),
+        ]  # fmt: skip
+    os.environ["FEDPERS_API_RUN_DIR"] = str(run)
+    return [
+        sys.executable, "-m", "uvicorn", "--factory", "fedpers.server.api.main:app_from_env",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--log-level", "warning",
+        "--no-access-log",
+    ]  # fmt: skip
+
+
+def trivial_cmd(port: int) -> list[str]:
+    return [
+        sys.executable, "-m", "uvicorn", "api_trivial_app:app", "--app-dir", str(HERE),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--log-level", "warning",
+        "--no-access-log",
+    ]  # fmt: skip
+
+
+def loadgen(mode: str, port: int, key: str | None, body_file: Path, **opts: Any) -> dict[str, Any]:
+    cmd = [sys.executable, str(HERE / "api_loadgen.py"), mode, "--port", str(port)]
+    cmd += ["--bodies", str(body_file)]
+    if key:
+        cmd += ["--key", key]
+    for name, value in opts.items():
+        cmd += [f"--{name}", str(value)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def summary(latency_ms: list[float]) -> dict[str, float]:
+    arr = np.asarray(latency_ms, dtype=np.float64)
+    arr = arr[np.isfinite(arr)]
+    return {
+        "p50_ms": round(float(np.percentile(arr, 50)), 3),
+        "p95_ms": round(float(np.percentile(arr, 95)), 3),
+        "p99_ms": round(float(np.percentile(arr, 99)), 3),
+        "max_ms": round(float(arr.max()), 3),
+        "mean_ms": round(float(arr.mean()), 3),
+    }
+
+
+def latency_phase(
+    n_items: int, run: Path, key: str, env: dict[str, str], tmp: Path, args: argparse.Namespace
+) -> tuple[dict[str, Any], list[float]]:
+    body_file = tmp / f"bodies-{n_items}.json"
+    body_file.write_text(json.dumps(bodies(n_items, seed=n_items)))
+    port = free_port()
+    with server(serve_cmd(run, port), port, env, tmp / f"serve-{n_items}.log"):
+        loadgen("closed", port, key, body_file, duration=args.warmup_s, connections=4, warmup=0)
+        log(f"{n_items} items: open loop {args.rate} req/s for {args.latency_s} s")
+        res = loadgen(
+            "open", port, key, body_file, rate=args.rate, duration=args.latency_s, connections=32
+        )
+    stats = {"items": n_items, "rate": args.rate, "requests": res["requests"]}
+    stats.update(summary(res["latency_ms"]))
+    stats["errors"] = res["errors"]
+    stats["statuses"] = res["statuses"]
+    log(f"{n_items} items: {stats}")
+    return stats, res["latency_ms"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    parser.add_argument("--quick", action="store_true", help="short phases (development)")
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--latency-s", type=float, default=30.0)
+    parser.add_argument("--throughput-s", type=float, default=10.0)
+    parser.add_argument("--soak-s", type=float, default=180.0)
+    parser.add_argument("--warmup-s", type=float, default=3.0)
+    parser.add_argument("--connections", type=int, default=16, help="closed-loop connections")
+    parser.add_argument("--no-plot", action="store_true")
+    args = parser.parse_args()
+    if args.quick:
+        args.latency_s, args.throughput_s, args.soak_s, args.warmup_s = 5.0, 4.0, 15.0, 1.0
+    load_before = os.getloadavg()
+    env = {
+        **os.environ,
+        "FEDPERS_API_RATE_LIMIT_PER_S": "0",
+        "FEDPERS_API_LOG_LEVEL": "warning",
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
+    result: dict[str, Any] = {"benchmark": "api", "cpus": os.cpu_count()}
+    with tempfile.TemporaryDirectory(prefix="fedpers-bench-api-") as name:
+        tmp = Path(name)
+        latencies: dict[int, list[float]] = {}
+        phases = []
+        runs = {}
+        for n_items in (1682, 100_000):
+            run = make_run(tmp, n_items, seed=n_items)
+            key = prepare_db(run)
+            runs[n_items] = (run, key)
+            stats, lat = latency_phase(n_items, run, key, env, tmp, args)
+            phases.append(stats)
+            latencies[n_items] = lat
+        result["latency"] = phases
+        # Throughput: recommendations (1,682 items) vs the trivial endpoint, same way.
+        run, key = runs[1682]
+        body_file = tmp / "bodies-1682.json"
+        port = free_port()
+        with server(serve_cmd(run, port), port, env, tmp / "serve-tp.log"):
+            log(f"throughput: recommendations, {args.connections} connections")
+            recs = loadgen(
+                "closed", port, key, body_file, duration=args.throughput_s,
+                connections=args.connections, warmup=args.warmup_s,
+            )  # fmt: skip
+        port = free_port()
+        with server(trivial_cmd(port), port, env, tmp / "trivial.log"):
+            log("throughput: trivial endpoint")
+            trivial = loadgen(
+                "closed", port, None, body_file, duration=args.throughput_s,
+                connections=args.connections, warmup=args.warmup_s,
+            )  # fmt: skip
+        result["throughput"] = {
+            "recommendations_rps": round(recs["throughput_rps"], 1),
+            "recommendations_errors": recs["errors"],
+            "trivial_rps": round(trivial["throughput_rps"], 1),
+            "trivial_errors": trivial["errors"],
+            "ratio": round(recs["throughput_rps"] / trivial["throughput_rps"], 3),
+            "connections": args.connections,
+            "duration_s": args.throughput_s,
+        }
+        log(f"throughput: {result['throughput']}")
+        # Soak at the target rate, RSS sampled by this process while the load runs.
+        port = free_port()
+        with server(serve_cmd(run, port), port, env, tmp / "serve-soak.log") as pid:
+            loadgen("closed", port, key, body_file, duration=args.warmup_s, connections=4, warmup=0)
+            log(f"soak: {args.rate} req/s for {args.soak_s} s")
+            cmd = [sys.executable, str(HERE / "api_loadgen.py"), "open", "--port", str(port)]
+            cmd += ["--bodies", str(body_file), "--key", key, "--rate", str(args.rate)]
+            cmd += ["--duration", str(args.soak_s), "--connections", "32"]
+            gen = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+            t0 = time.monotonic()
+            rss: list[tuple[float, int]] = []
+            while gen.poll() is None:
+                rss.append((round(time.monotonic() - t0, 1), rss_kb(pid)))
+                time.sleep(2.0)
+            out, _ = gen.communicate()
+            soak = json.loads(out.strip().splitlines()[-1])
+        mib = np.asarray([r for _, r in rss], dtype=np.float64) / 1024.0
+        half = max(1, mib.size // 2)
+        result["soak"] = {
+            "rate": args.rate,
+            "duration_s": args.soak_s,
+            "requests": soak["requests"],
+            "errors": soak["errors"],
+            **summary(soak["latency_ms"]),
+            "rss_mib_start": round(float(mib[0]), 1),
+            "rss_mib_end": round(float(mib[-1]), 1),
+            "rss_mib_max": round(float(mib.max()), 1),
+            "rss_mib_first_half_mean": round(float(mib[:half].mean()), 1),
+            "rss_mib_second_half_mean": round(float(mib[half:].mean()), 1),
+            "rss_samples": [[t, round(r / 1024.0, 1)] for t, r in rss],
+        }
+        log(f"soak: errors {soak['errors']}, RSS {mib[0]:.1f} -> {mib[-1]:.1f} MiB")
+        if not args.no_plot:
+            plot(latencies, soak, rss)
+            result["plot"] = str(PLOT.relative_to(ROOT))
+    p99 = {p["items"]: p["p99_ms"] for p in phases}
+    result["targets"] = {
+        "p99_1682_le_10ms": p99[1682] <= 10.0,
+        "p99_100k_le_25ms": p99[100_000] <= 25.0,
+        "throughput_ratio_ge_0_5": result["throughput"]["ratio"] >= 0.5,
+        "soak_zero_errors": result["soak"]["errors"] == 0,
+    }
+    result["load_average_before"] = [round(x, 2) for x in load_before]
+    result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    result["command"] = "python benchmarks/bench_api.py" + (" --quick" if args.quick else "")
+    result["server"] = (
+        "fedpers serve"
+        if SERVE_COMMAND and SERVE_COMMAND[0]
+        else ("uvicorn --factory fedpers.server.api.main:app_from_env")
+    )
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(json.dumps({k: v for k, v in result.items() if k != "soak"}, indent=2))
+    return 0
+
+
+def plot(
+    latencies: dict[int, list[float]], soak: dict[str, Any], rss: list[tuple[float, int]]
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for n_items, lat in latencies.items():
+        arr = np.sort(np.asarray(lat)[np.isfinite(lat)])
+        frac = np.arange(1, arr.size + 1) / arr.size
+        left.plot(arr, frac, label=f"{n_items:,} items")
+    left.axvline(10, color="grey", ls=":", lw=1)
+    left.axvline(25, color="grey", ls="--", lw=1)
+    left.set_xscale("log")
+    left.set_xlabel("latency (ms, from scheduled send)")
+    left.set_ylabel("fraction of requests")
+    left.set_title("POST /v1/recommendations at 200 req/s")
+    left.legend()
+    sched = np.asarray(soak["scheduled_s"])
+    lat = np.asarray(soak["latency_ms"])
+    seconds = np.floor(sched).astype(int)
+    p99 = [np.percentile(lat[seconds == s], 99) for s in np.unique(seconds)]
+    right.plot(np.unique(seconds), p99, color="tab:blue", lw=1, label="p99 per second")
+    right.set_xlabel("soak time (s)")
+    right.set_ylabel("p99 latency (ms)", color="tab:blue")
+    twin = right.twinx()
+    twin.plot([t for t, _ in rss], [r / 1024.0 for _, r in rss], color="tab:red", label="RSS")
+    twin.set_ylabel("server RSS (MiB)", color="tab:red")
+    twin.set_ylim(bottom=0)
+    right.set_title("soak: 1,682 items, 200 req/s")
+    fig.tight_layout()
+    PLOT.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(PLOT, dpi=110)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
