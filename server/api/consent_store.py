@@ -21,9 +21,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,6 +134,20 @@ def load_user_consent(db: sqlite_utils.Database, tenant: str, user_id: str) -> U
     return UserConsent(
         user_id, True, False, granted, bool(row[1]), row[2], float(row[4]), source=row[3]
     )
+
+
+@contextlib.contextmanager
+def _snapshot(db: sqlite_utils.Database) -> Iterator[None]:
+    """A read transaction: every read inside sees the same committed state (WAL)."""
+    conn = db.conn
+    if conn.in_transaction:
+        yield
+        return
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        conn.rollback()
 
 
 def _refuse_erased(db: sqlite_utils.Database, tenant: str, user_id: str) -> None:
@@ -295,14 +310,16 @@ def export_user(db: sqlite_utils.Database, key: bytes, tenant: str, user_id: str
     Raises:
         GoneError: the user was erased (nothing is held any more).
     """
-    _refuse_erased(db, tenant, user_id)
-    consent = load_user_consent(db, tenant, user_id)
+    with _snapshot(db):  # the state and the history of one moment
+        _refuse_erased(db, tenant, user_id)
+        consent = load_user_consent(db, tenant, user_id)
+        history = consent_history(db, key, tenant, user_id)
     return {
         "user_id": user_id,
         "tenant": tenant,
         "exported_at": time.time(),
         "consent": consent.view(False) if consent.known else None,
-        "consent_history": consent_history(db, key, tenant, user_id),
+        "consent_history": history,
         "stored_elsewhere": [],
     }
 
