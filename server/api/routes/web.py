@@ -66,7 +66,7 @@ _SECURITY_HEADERS = {
     "Cache-Control": "no-cache",
 }
 
-_ENABLE_HINT = "fedpers serve RUN_DIR --demo"
+_ENABLE_HINT = "fedpers serve --run RUN_DIR --demo"
 
 router = APIRouter(tags=["web"])
 
