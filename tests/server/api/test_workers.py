@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import subprocess
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from live_serve import create_key, live_serve
+from live_serve import FEDPERS, create_key, live_serve
 
 pytestmark = pytest.mark.integration
 
@@ -59,4 +60,40 @@ def test_two_workers_keep_every_concurrent_write(tiny_run: Path, tmp_path: Path)
         metrics,
     )
     assert counted is not None and float(counted.group(1)) == THREADS * PER_THREAD
+    assert "Traceback" not in log
+
+
+def test_two_workers_append_concurrent_consent_to_one_unbroken_chain(
+    tiny_run: Path, tmp_path: Path
+) -> None:
+    key = create_key(tiny_run, "shop-a", rate=0)
+    users = [f"u{j}" for j in range(40)]
+    with live_serve(tiny_run, tmp_path, "--workers", "2") as server:
+
+        def decide(user: str) -> list[int]:
+            base = f"{server.base}/v1/users/{user}"
+            grant = {"purposes": [1, 5, 6], "policy_version": "v1", "source": "test"}
+            return [
+                _post(f"{base}/consent/grant", grant, key),
+                _post(f"{base}/consent/withdraw", {"purposes": [6], "source": "test"}, key),
+                _post(f"{base}/objection", {"source": "test"}, key),
+            ]
+
+        with ThreadPoolExecutor(THREADS) as pool:
+            codes = [c for chunk in pool.map(decide, users) for c in chunk]
+        log = server.log.read_text()
+    assert codes == [200] * (3 * len(users))
+    out = subprocess.run(
+        [str(FEDPERS), "serve", "verify-ledger", "--run", str(tiny_run), "--json"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    report = json.loads(out.stdout)
+    assert out.returncode == 0 and report["ok"] is True, out.stdout + out.stderr
+    assert report["chains"] == {"shop-a": 3 * len(users)}
+    conn = sqlite3.connect(tiny_run / "api.db")
+    seqs = [
+        r[0]
+        for r in conn.execute("SELECT seq FROM consent_ledger WHERE tenant = 'shop-a' ORDER BY seq")
+    ]
+    assert seqs == list(range(1, 3 * len(users) + 1))
     assert "Traceback" not in log
