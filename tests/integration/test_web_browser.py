@@ -5,7 +5,9 @@ playwright, a ``fedpers serve --demo`` process on a free 127.0.0.1 port, and a s
 48 titles in four genres taken in turn (item ``i`` has genre ``i mod 4``), each genre one
 axis of the item vectors, popularity falling with the id. A visitor who opens three Sci-Fi
 titles should get a Sci-Fi row; one who withdrew P6 or whose browser sends GPC should
-not, whatever the page sends. Screenshots go to ``tests/artifacts/web/``.
+not, whatever the page sends. The recommendation requests are recorded: before consent,
+without P6 and under GPC the page sends no personal state at all. Screenshots go to
+``tests/artifacts/web/``.
 """
 
 from __future__ import annotations
@@ -145,11 +147,28 @@ def _set_purpose(page: Any, purpose: int, on: bool) -> None:
     assert switch.is_checked() is on
 
 
+def _record_requests(page: Any, into: list[dict[str, Any]]) -> None:
+    """Keep the body of every recommendation request the page (or the test) sends."""
+
+    def keep(request: Any) -> None:
+        if request.method == "POST" and request.url.endswith("/v1/recommendations"):
+            into.append(json.loads(request.post_data))
+
+    page.on("request", keep)
+
+
+def _session_storage(page: Any) -> str | None:
+    stored: str | None = page.evaluate("sessionStorage.getItem('fedpers.session')")
+    return stored
+
+
 def test_storefront_and_privacy_center_end_to_end(base_url: str, browser: Any) -> None:
     context = browser.new_context(viewport=DESKTOP)
     page = context.new_page()
     errors: list[str] = []
+    sent: list[dict[str, Any]] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    _record_requests(page, sent)
     page.goto(f"{base_url}/")
     _wait_recs(page, 0)
     banner = page.locator("#rec-banner")
@@ -162,13 +181,22 @@ def test_storefront_and_privacy_center_end_to_end(base_url: str, browser: Any) -
     assert first.locator(".genres").inner_text() == "Comedy"
     page.screenshot(path=str(ARTIFACTS / "01-storefront-first-visit.png"))
 
-    # grant personalisation from the consent prompt, open three Sci-Fi titles
+    # before any consent, an opened title stays in the page's memory: not sent, not stored
+    _open_titles(page, SCI_FI[:1])
+    assert sent and all("personal_state" not in body for body in sent)
+    assert _session_storage(page) is None
+    assert banner.get_attribute("data-personalised") == "false"
+
+    # grant personalisation from the consent prompt, open three more Sci-Fi titles
     before = _seq(page)
     page.get_by_role("button", name="Personalise my recommendations").click()
     _wait_recs(page, before)
     assert page.locator("#consent-prompt").is_hidden()
     opened = SCI_FI[3:6]
     _open_titles(page, opened)
+    events = [e["item"] for e in sent[-1]["personal_state"]["events"]]
+    assert events == SCI_FI[:1] + opened
+    assert _session_storage(page) is not None  # P1 granted: the tab keeps its session
     personal = _row(page)
     assert banner.get_attribute("data-personalised") == "true", banner.inner_text()
     assert "Personalised for you" in banner.inner_text()
@@ -177,7 +205,8 @@ def test_storefront_and_privacy_center_end_to_end(base_url: str, browser: Any) -
     assert [_genre(i) for i in personal].count("Sci-Fi") >= 5, personal
     page.locator("#rec-row details.why summary").first.click()
     why = page.locator("#rec-row details.why p").first
-    assert why.is_visible() and why.inner_text().strip()
+    assert why.is_visible()
+    assert why.inner_text().startswith("because you interacted with Sci-Fi title"), why.inner_text()
     page.screenshot(path=str(ARTIFACTS / "02-storefront-personalised.png"), full_page=True)
 
     # withdraw P6 in the privacy center: the row is no longer personalised and says why
@@ -187,8 +216,10 @@ def test_storefront_and_privacy_center_end_to_end(base_url: str, browser: Any) -
         assert page.locator(f"#purpose-{purpose}").is_checked()
     _set_purpose(page, 6, on=False)
     page.screenshot(path=str(ARTIFACTS / "03-privacy-p6-withdrawn.png"), full_page=True)
+    sent.clear()
     page.get_by_role("link", name="Storefront", exact=True).click()
     _wait_recs(page, 0)
+    assert sent and all("personal_state" not in body for body in sent)  # nothing sent
     text = banner.inner_text()
     assert banner.get_attribute("data-personalised") == "false"
     assert "Not personalised" in text and "P6 not granted" in text, text
@@ -212,10 +243,13 @@ def test_storefront_and_privacy_center_end_to_end(base_url: str, browser: Any) -
         viewport=PHONE, storage_state=storage, extra_http_headers={"Sec-GPC": "1"}
     )
     gpc_page = gpc_context.new_page()
+    gpc_sent: list[dict[str, Any]] = []
     gpc_page.on("pageerror", lambda exc: errors.append(str(exc)))
+    _record_requests(gpc_page, gpc_sent)
     gpc_page.goto(f"{base_url}/")
     _wait_recs(gpc_page, 0)
     _open_titles(gpc_page, SCI_FI[:3])
+    assert len(gpc_sent) == 4 and all("personal_state" not in body for body in gpc_sent)
     gpc_banner = gpc_page.locator("#rec-banner")
     gpc_text = gpc_banner.inner_text()
     assert gpc_banner.get_attribute("data-personalised") == "false"
