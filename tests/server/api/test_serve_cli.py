@@ -89,3 +89,16 @@ def test_serve_help_has_examples_and_fedpers_help_stays_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_each_demo_start_revokes_the_previous_demo_key(tiny_run: Path) -> None:
+    from fedpers.server.api.auth import list_api_keys
+    from fedpers.server.cli.serve import DEMO_TENANT, _demo_key
+
+    db = open_api_db(tiny_run / "api.db")
+    first = _demo_key(db)
+    second = _demo_key(db)
+    assert first != second and authenticate(db, second).tenant == DEMO_TENANT
+    assert authenticate(db, second).scopes == frozenset({"serve"})
+    keys = list_api_keys(db, DEMO_TENANT)
+    assert [k.revoked_at is None for k in keys] == [False, True]
