@@ -268,8 +268,12 @@ def test_storefront_and_privacy_center_end_to_end(base_url: str, browser: Any) -
     page.get_by_role("link", name="Privacy center", exact=True).click()
     page.wait_for_selector("body[data-ready='true']")
     assert page.evaluate("document.body.dataset.gpc") == "false"  # GPC was that browser's
+    # withdrawing P1 empties what the tab kept
+    assert _session_storage(page) is not None
+    _set_purpose(page, 1, on=False)
+    assert _session_storage(page) is None
     old_id = page.locator("#visitor-id").inner_text()
-    assert int(page.evaluate("document.body.dataset.historyCount")) >= 3  # grant, withdraw, grant
+    assert int(page.evaluate("document.body.dataset.historyCount")) >= 4  # P1/5/6, -P6, +P6, -P1
     guarantee = page.locator("#model-guarantee").inner_text()
     assert "everything one person contributed" in guarantee
     assert "ε = 8" in guarantee and "δ = 1.0e-5" in guarantee and "2,981" in guarantee

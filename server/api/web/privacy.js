@@ -143,6 +143,7 @@ async function decide(purpose, input) {
   input.disabled = true;
   try {
     state.view = await state.api.decide(state.user, action, [purpose.id], SOURCE);
+    if (!state.view.granted.includes(1)) sessionStorage.removeItem("fedpers.session");
     say(`${purpose.label} ${action === "grant" ? "granted" : "withdrawn"}: ${purpose.name}.`);
   } catch (error) {
     input.checked = !input.checked;

@@ -40,7 +40,10 @@ function keepSession() {
 }
 
 function restoreSession() {
-  if (!mayStore()) return;
+  if (!mayStore()) {
+    sessionStorage.removeItem(SESSION_KEY); // P1 withdrawn elsewhere: keep nothing
+    return;
+  }
   try {
     const saved = JSON.parse(sessionStorage.getItem(SESSION_KEY) || "null");
     if (saved) {
