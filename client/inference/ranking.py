@@ -36,6 +36,7 @@ __all__ = [
     "check_request",
     "contextual_scores",
     "explain_item",
+    "explain_items",
     "profile_scores",
     "select_items",
     "unit_rows",
@@ -237,18 +238,61 @@ def explain_item(
         history: the user's item indices in time order (personalised basis only).
         context: the request context (contextual basis).
     """
-    if cold_items[item]:
-        return "new item, scored from its attributes"
+    return explain_items(
+        [item],
+        basis,
+        item_ids=item_ids,
+        item_vectors=item_vectors,
+        cold_items=cold_items,
+        history=history,
+        context=context,
+    )[0]
+
+
+def explain_items(
+    items: Sequence[int],
+    basis: Basis,
+    *,
+    item_ids: Sequence[str],
+    item_vectors: np.ndarray,
+    cold_items: np.ndarray,
+    history: Sequence[int] | np.ndarray = (),
+    context: Mapping[str, Any] | None = None,
+    unit_vectors: np.ndarray | None = None,
+) -> list[str]:
+    """:func:`explain_item` for several items at once (one similarity product).
+
+    A personalised item is explained by the history item most similar to it (cosine of
+    the item vectors, over the newest :data:`EXPLAIN_WINDOW` history items).
+
+    Args:
+        items: model indices.
+        basis: what the ranking used.
+        item_ids: catalogue ids of the model.
+        item_vectors: ``[items, dim]`` global item vectors.
+        cold_items: ``bool[items]`` items scored from their attributes.
+        history: the user's item indices in time order (personalised basis only).
+        context: the request context (contextual basis).
+        unit_vectors: ``item_vectors`` scaled to unit norm, when precomputed.
+    """
     if basis == "popular":
-        return "popular with everyone (no personal data used)"
-    if basis == "contextual":
+        fallback = "popular with everyone (no personal data used)"
+    elif basis == "contextual":
         used = ", ".join(f"{k}={v}" for k, v in (context or {}).items())
-        return f"popular in this context ({used})" if used else "popular right now"
-    if len(history) == 0:
-        return "matches your profile"
-    recent = np.asarray(history, dtype=np.int64)[-EXPLAIN_WINDOW:]
-    target = item_vectors[item]
-    past = item_vectors[recent]
-    sims = past @ target / np.maximum(np.linalg.norm(past, axis=1) * np.linalg.norm(target), 1e-12)
-    nearest = int(recent[int(np.argmax(sims))])
-    return f"because you interacted with {item_ids[nearest]}"
+        fallback = f"popular in this context ({used})" if used else "popular right now"
+    else:
+        fallback = "matches your profile"
+    out = [fallback] * len(items)
+    if basis == "personalised" and len(history) > 0 and len(items) > 0:
+        recent = np.asarray(history, dtype=np.int64)[-EXPLAIN_WINDOW:]
+        chosen = np.asarray(items, dtype=np.int64)
+        if unit_vectors is None:
+            past, targets = unit_rows(item_vectors[recent]), unit_rows(item_vectors[chosen])
+        else:
+            past, targets = unit_vectors[recent], unit_vectors[chosen]
+        nearest = recent[np.argmax(targets @ past.T, axis=1)]
+        out = [f"because you interacted with {item_ids[int(j)]}" for j in nearest]
+    return [
+        "new item, scored from its attributes" if cold_items[i] else text
+        for i, text in zip(items, out, strict=True)
+    ]

@@ -37,7 +37,7 @@ from fedpers.client.inference.ranking import (
     candidate_mask,
     check_request,
     contextual_scores,
-    explain_item,
+    explain_items,
     profile_scores,
     select_items,
 )
@@ -356,35 +356,32 @@ def recommend(
         shown = np.asarray([known.get(i, (0, 0))[0] for i in ids], dtype=np.int64)
         clicked = np.asarray([known.get(i, (0, 0))[1] for i in ids], dtype=np.int64)
         explored = thompson_pick(pool, shown, clicked, n_explore, generator)
-    items = []
-    for rank, (i, was_explored) in enumerate(
-        [(i, False) for i in chosen] + [(i, True) for i in explored], start=1
-    ):
-        explanation = None
-        if query.explain:
-            explanation = (
-                "exploring: shown to learn how people respond to it"
-                if was_explored
-                else explain_item(
-                    i,
-                    decision.basis,
-                    item_ids=model.item_ids,
-                    item_vectors=model.item_vectors,
-                    cold_items=model.cold_items,
-                    history=history,
-                    context=query.context,
-                )
-            )
-        items.append(
-            RankedItem(
-                item=model.item_ids[i],
-                title=served.catalogue.titles[i],
-                score=float(scores[i]),
-                rank=rank,
-                explored=was_explored,
-                explanation=explanation,
-            )
+    texts: list[str | None] = [None] * (len(chosen) + len(explored))
+    if query.explain:
+        texts = [
+            *explain_items(
+                chosen,
+                decision.basis,
+                item_ids=model.item_ids,
+                item_vectors=model.item_vectors,
+                cold_items=model.cold_items,
+                history=history,
+                context=query.context,
+                unit_vectors=served.unit_vectors,
+            ),
+            *["exploring: shown to learn how people respond to it"] * len(explored),
+        ]
+    items = [
+        RankedItem(
+            item=model.item_ids[i],
+            title=served.catalogue.titles[i],
+            score=float(scores[i]),
+            rank=rank,
+            explored=rank > len(chosen),
+            explanation=text,
         )
+        for rank, (i, text) in enumerate(zip([*chosen, *explored], texts, strict=True), start=1)
+    ]
     return RecommendationResult(
         request_id=uuid.uuid4().hex,
         decision=decision,

@@ -19,7 +19,7 @@ from fedpers.server.api.observability import set_model_version
 __all__ = ["ServedDep", "served_model"]
 
 
-def served_model(holder: ModelDep) -> ServedModel:
+async def served_model(holder: ModelDep) -> ServedModel:
     """The model to answer this request with.
 
     Raises:

@@ -15,6 +15,7 @@ from fedpers.client.inference.ranking import (
     check_request,
     contextual_scores,
     explain_item,
+    explain_items,
     profile_scores,
     select_items,
     unit_rows,
@@ -160,3 +161,29 @@ def test_inference_modules_import_without_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_batch_explanations_match_the_single_ones() -> None:
+    rng = np.random.default_rng(5)
+    vectors = rng.normal(size=(30, 6)).astype(np.float32)
+    cold = np.zeros(30, dtype=bool)
+    cold[[3, 9]] = True
+    ids = [f"m{j}" for j in range(30)]
+    history = [4, 8, 15, 16, 23]
+    items = [0, 3, 9, 12, 29]
+    for basis in ("personalised", "contextual", "popular"):
+        common = {"item_ids": ids, "item_vectors": vectors, "cold_items": cold}
+        single = [
+            explain_item(i, basis, history=history, context={"hour": 1}, **common)  # type: ignore[arg-type]
+            for i in items
+        ]
+        batch = explain_items(
+            items,
+            basis,
+            history=history,
+            context={"hour": 1},
+            unit_vectors=unit_rows(vectors),
+            **common,  # type: ignore[arg-type]
+        )
+        assert batch == single
+    assert explain_items([], "personalised", history=history, **common) == []  # type: ignore[arg-type]
