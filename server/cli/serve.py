@@ -99,12 +99,32 @@ def _ensure_ledger_key(db_path: Path) -> None:
     from fedpers.server.api.settings import create_ledger_key, ledger_key_path
 
     key_file = ledger_key_path(db_path)
+    if not key_file.exists() and _ledger_entries(db_path):
+        raise ConfigError(
+            f"{db_path} holds consent ledger entries but its HMAC key {key_file} is "
+            "missing: restore the key file (a new key could not verify the ledger)"
+        )
     if create_ledger_key(key_file):
         typer.echo(
             f"created the consent ledger's HMAC key {key_file} (mode 0600); keep it with "
             "the database: without it the ledger cannot be verified",
             err=True,
         )
+
+
+def _ledger_entries(db_path: Path) -> int:
+    """How many ledger entries an existing database holds (0 when none or no ledger)."""
+    import sqlite3
+
+    if not db_path.is_file():
+        return 0
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        return int(conn.execute("SELECT count(*) FROM consent_ledger").fetchone()[0])
+    except sqlite3.DatabaseError:
+        return 0
+    finally:
+        conn.close()
 
 
 def _demo_key(db: sqlite_utils.Database) -> str:

@@ -102,3 +102,19 @@ def test_each_demo_start_revokes_the_previous_demo_key(tiny_run: Path) -> None:
     assert authenticate(db, second).scopes == frozenset({"serve"})
     keys = list_api_keys(db, DEMO_TENANT)
     assert [k.revoked_at is None for k in keys] == [False, True]
+
+
+def test_serve_refuses_a_new_ledger_key_for_an_existing_ledger(tiny_run: Path) -> None:
+    from fedpers.server.api import consent_store
+    from fedpers.server.api.settings import ApiSettings, create_ledger_key
+
+    settings = ApiSettings(run_dir=tiny_run)
+    create_ledger_key(settings.ledger_key_file)
+    db = open_api_db(settings.database_path)
+    consent_store.grant(db, settings.ledger_key(), "shop-a", "u1", [1], policy_version="v1",
+                        source="t")  # fmt: skip
+    db.conn.close()
+    settings.ledger_key_file.unlink()
+    r = _cli("serve", "--run", str(tiny_run), "--port", "1")
+    assert r.returncode == 2 and "holds consent ledger entries" in r.stderr, r.stderr
+    assert not settings.ledger_key_file.exists()
