@@ -139,11 +139,12 @@ def load_catalogue(
     Args:
         run_dir: the run directory.
         item_ids: the model's catalogue.
-        item_features: the model's item attributes, if any.
+        item_features: the model's item attributes, if any (else the file's are used).
     """
     path = catalogue_file(run_dir)
     titles: list[str] | None = None
     names: list[str] = []
+    features = item_features
     if path is not None:
         try:
             with np.load(path, allow_pickle=False) as data:
@@ -153,10 +154,12 @@ def load_catalogue(
                         titles = [str(x) for x in data["item_titles"]]
                     if "item_feature_names" in data:
                         names = [str(x) for x in data["item_feature_names"]]
+                    if features is None and "item_features" in data:
+                        # A model without the attribute tower: categories still come from
+                        # the public catalogue's attributes.
+                        features = np.asarray(data["item_features"], dtype=np.float32)
         except (OSError, ValueError, KeyError):
-            titles, names = None, []
-    if item_features is None or len(names) != item_features.shape[1]:
+            titles, names, features = None, [], item_features
+    if features is None or features.ndim != 2 or len(names) != features.shape[1]:
         names = []
-    return Catalogue.build(
-        item_ids, titles=titles, item_features=item_features, feature_names=names
-    )
+    return Catalogue.build(item_ids, titles=titles, item_features=features, feature_names=names)

@@ -149,3 +149,12 @@ def test_context_popularity_is_read_from_the_run_and_validated(tiny_run: Path) -
     assert served is not None
     assert set(served.context_popularity) == {"hour=21"}  # wrong length and NaN refused
     assert served.context_popularity["hour=21"][5] == 10.0
+
+
+def test_categories_come_from_the_catalogue_file_when_the_model_has_no_tower(
+    tiny_run: Path,
+) -> None:
+    cat = load_catalogue(tiny_run, ITEMS, None)
+    assert cat.category_names == ["Comedy", "Drama"]
+    assert cat.titles[3] == "Title i3"
+    assert int(cat.category_mask(["Drama"]).sum()) == 10
