@@ -14,8 +14,10 @@ With ``--secure-agg he`` the coordinator holds only the *public* CKKS context. P
 3. sends only the encrypted *sum* to the key holder (a
    :class:`~fedpers.privacy.secagg.KeyHolderProcess` in its own process, the only holder
    of the secret context), which refuses fewer than ``min_contributions`` contributions
-   and a second decryption of one round, adds the top-up noise for devices that did not
-   report (:func:`~fedpers.privacy.dp.noise.distributed_topup_std`) *before* the sum
+   and a second decryption of one round, adds the top-up noise for the shares missing
+   from the sum (the DP wrapper's noise plan, from
+   :func:`~fedpers.privacy.dp.pipeline.round_noise` with the contributions summed)
+   *before* the sum
    leaves it, and applies the plaintext norm bound on the sum (:class:`NormCheck`);
 4. returns that decrypted, fully noised sum; the rest of the pipeline (division by the
    expected cohort, server optimiser) is the plaintext one, with no further noise.

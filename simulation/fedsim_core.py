@@ -163,7 +163,8 @@ class FedSimResult:
         global_arrays: the final global shared parameters (wire order).
         user_vectors: ``[n_users, dim]`` the devices' private vectors at the end.
         metrics: the final evaluation.
-        history: one dict per round (``round``, ``participants``, ``loss``,
+        history: one dict per round (``round``, ``participants`` (devices that
+            reported), ``loss``,
             ``clipped_fraction``, ``norm_median``, ``local_seconds``, ``round_seconds``
             and, on evaluated rounds, the four metrics).
         seconds: wall time of the whole run.
