@@ -48,9 +48,9 @@ from fedpers.server.config import MONITORING_WARNING, FederationConfig
 from fedpers.server.dp_wrapper import UserDPConfig, UserLevelDP
 from fedpers.server.optimizers import create_server_optimizer
 from fedpers.server.rundb import RoundRecord, RunDB
-from fedpers.server.sampling import DeviceSampler
 from fedpers.server.secure_aggregation import CkksAggregator, aggregation_backend
 from fedpers.server.strategy import FedPersStrategy, NodeLayout, RoundReport
+from fedpers.server.tombstone_sampler import ErasureAwareSampler, with_exclusions
 
 __all__ = [
     "CATALOGUE_FILE",
@@ -170,7 +170,7 @@ def _build(
     strategy = FedPersStrategy(
         names=names,
         shapes=shapes,
-        sampler=DeviceSampler(config.sampling, seed=config.seed),
+        sampler=ErasureAwareSampler.for_run(config.sampling, config.seed, Path(config.run_dir)),
         layout=layout,
         aggregator=aggregator,
         optimizer=create_server_optimizer(
@@ -376,6 +376,8 @@ def _loop(
         replies = grid.send_and_receive(messages, timeout=config.round_timeout)
         new, _ = top.aggregate_train(server_round, replies)
         rep = strategy.reports.pop(server_round)
+        if isinstance(strategy.sampler, ErasureAwareSampler):  # erased users (Art. 17)
+            rep = with_exclusions(rep, strategy.sampler.pop_excluded())
         if new is not None:
             current = new
             outcome.rounds_completed += 1
