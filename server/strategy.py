@@ -229,9 +229,7 @@ def egress_of(
     return [
         replace(
             e,
-            protection=protection_of(
-                e.message_type, e.record, e.name, e.kind, e.dtype, secure
-            )
+            protection=protection_of(e.message_type, e.record, e.name, e.kind, e.dtype, secure)
             or "",
         )
         for e in out
