@@ -26,9 +26,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 
-from web_harness import DESKTOP, FEDPERS, PHONE, launch_chromium, serve_demo, wait_until
+from serve_process import FEDPERS
+from web_harness import DESKTOP, PHONE, launch_chromium, serve_demo, wait_until
 
 _MODEL_LOADED = (
     "() => !document.getElementById('model-guarantee').textContent.startsWith('Loading')"

@@ -9,19 +9,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from serve_process import free_port, serve_process
 
 from fedpers.client.global_model import GlobalModel
 from fedpers.client.model import ModelConfig
@@ -54,7 +49,6 @@ CHROMIUM_ARGS = [
 ]
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
-FEDPERS = Path(sys.executable).with_name("fedpers")
 
 
 def chromium_missing() -> bool:
@@ -69,13 +63,6 @@ def launch_chromium(playwright: Any) -> Any:
         headless=True,
         args=CHROMIUM_ARGS,
     )
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def build_run(
@@ -136,21 +123,6 @@ def build_run(
     return run_dir
 
 
-def _wait_ready(base: str, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"fedpers serve exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"{base}/readyz", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"fedpers serve not ready after {timeout:.0f} s:\n{log.read_text()}")
-
-
 @contextmanager
 def serve_demo(
     run_dir: Path, log: Path, *, db: Path | None = None, timeout: float = 60.0
@@ -165,36 +137,9 @@ def serve_demo(
 
     The process (and its process group) is stopped on exit, whatever happened.
     """
-    port = free_port()
-    command = [
-        str(FEDPERS),
-        "serve",
-        "--run",
-        str(run_dir),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--demo",
-        *(["--db", str(db)] if db is not None else []),
-    ]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(base, proc, log, timeout)
+    extra = ["--host", "127.0.0.1", "--demo", *(["--db", str(db)] if db is not None else [])]
+    with serve_process(run_dir, lambda _port: log, *extra, timeout=timeout) as (base, _, _):
         yield base
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=15)
 
 
 def wait_until(page: Any, predicate: str, arg: Any = None, *, timeout: float = 20.0) -> None:
