@@ -11,12 +11,15 @@ erased user answers 410 Gone.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import sqlite_utils
 from fastapi import APIRouter
 
 from fedpers.privacy.consent import parse_purposes
 from fedpers.server.api import consent_store
+from fedpers.server.api.auth import ApiKey
 from fedpers.server.api.deps import DbDep, GpcDep, ServeKey
 from fedpers.server.api.observability import record_consent_decision
 from fedpers.server.api.privacy_deps import LedgerKeyDep, UserIdPath
@@ -46,6 +49,30 @@ def _count(action: str, body: ConsentChange) -> None:
         record_consent_decision(action, purpose.label)
 
 
+def _change(
+    change: Callable[..., consent_store.UserConsent],
+    action: str,
+    user_id: str,
+    body: ConsentChange,
+    key: ApiKey,
+    db: sqlite_utils.Database,
+    gpc: bool,
+    ledger_key: bytes,
+) -> ConsentView:
+    """Apply a grant or a withdrawal (``change``), count it and answer the consent view."""
+    consent = change(
+        db,
+        ledger_key,
+        key.tenant,
+        user_id,
+        body.purposes,
+        policy_version=body.policy_version,
+        source=body.source,
+    )
+    _count(action, body)
+    return _view(consent, gpc)
+
+
 @router.get("/{user_id}/consent", response_model=ConsentView)
 def read_consent(user_id: UserIdPath, key: ServeKey, db: DbDep, gpc: GpcDep) -> ConsentView:
     """The consent this tenant holds for the user (nothing granted for an unknown user)."""
@@ -62,17 +89,7 @@ def grant_consent(
     ledger_key: LedgerKeyDep,
 ) -> ConsentView:
     """Grant purposes (TCF v2.2: 1, 5, 6, 10, 11) under a policy version; recorded."""
-    consent = consent_store.grant(
-        db,
-        ledger_key,
-        key.tenant,
-        user_id,
-        body.purposes,
-        policy_version=body.policy_version,
-        source=body.source,
-    )
-    _count("grant", body)
-    return _view(consent, gpc)
+    return _change(consent_store.grant, "grant", user_id, body, key, db, gpc, ledger_key)
 
 
 @router.post("/{user_id}/consent/withdraw", response_model=ConsentView, responses=_GONE)
@@ -85,17 +102,7 @@ def withdraw_consent(
     ledger_key: LedgerKeyDep,
 ) -> ConsentView:
     """Withdraw purposes; the next request already sees it. Recorded in the ledger."""
-    consent = consent_store.withdraw(
-        db,
-        ledger_key,
-        key.tenant,
-        user_id,
-        body.purposes,
-        policy_version=body.policy_version,
-        source=body.source,
-    )
-    _count("withdraw", body)
-    return _view(consent, gpc)
+    return _change(consent_store.withdraw, "withdraw", user_id, body, key, db, gpc, ledger_key)
 
 
 @router.post("/{user_id}/objection", response_model=ConsentView, responses=_GONE)
