@@ -83,7 +83,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     Raises:
         ConfigError: a secret (the ledger's HMAC key) is missing or unsafe.
     """
-    settings.ledger_key()
+    ledger_key = settings.ledger_key()
     app = FastAPI(
         title=API_TITLE,
         version=_version(),
@@ -91,6 +91,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         lifespan=_lifespan,
     )
     app.state.settings = settings
+    app.state.ledger_key = ledger_key
     app.state.db_pool = ConnectionPool(settings.database_path)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
     app.state.model_holder = ModelHolder(
