@@ -1,29 +1,7 @@
 """fedpers.privacy: the leaf package.
 
-Differential-privacy mechanisms and accountants, CKKS secure aggregation, consent
-purposes and the audit report model. Nothing here imports flwr, fastapi or sqlite.
+Differential-privacy mechanisms and accountants (:mod:`.dp`), CKKS secure aggregation
+(:mod:`.secagg`), consent purposes (:mod:`.consent`) and the audit report model
+(:mod:`.audit`). Every error fedpers raises on purpose is in :mod:`.errors`. Nothing here
+imports flwr, fastapi or sqlite.
 """
-
-from fedpers.privacy.errors import (
-    BudgetExhaustedError,
-    ConfigError,
-    ConsentError,
-    DataError,
-    FedpersError,
-    PrivacyAccountingError,
-    SecureAggregationError,
-    StoreCorruptedError,
-    StoreError,
-)
-
-__all__ = [
-    "BudgetExhaustedError",
-    "ConfigError",
-    "ConsentError",
-    "DataError",
-    "FedpersError",
-    "PrivacyAccountingError",
-    "SecureAggregationError",
-    "StoreCorruptedError",
-    "StoreError",
-]

@@ -8,116 +8,21 @@
 - :mod:`.accounting`: user-level and record-level epsilon, accountants and ledgers.
 """
 
-from fedpers.privacy.dp.accounting import (
-    ACCOUNTANTS,
-    AccountantName,
-    CrossCheck,
-    EpsilonResult,
-    PrivacyLedger,
-    PRVUserLevelAccountant,
-    RDPUserLevelAccountant,
-    RecordLevelRound,
-    RoundEvent,
-    Sampling,
-    UserLevelAccountant,
-    create_accountant,
-    cross_check_epsilon,
-    cross_check_history,
-    default_delta,
-    epsilon_for,
-    epsilon_from_history,
-    record_level_epsilon,
-    record_level_would_exceed,
-    solve_noise_multiplier,
-)
-from fedpers.privacy.dp.adaptive import (
-    AdaptiveClipConfig,
-    centered_indicator,
-    combined_noise_multiplier,
-    default_count_noise_std,
-    next_clip_norm,
-    noisy_unclipped_fraction,
-    update_noise_multiplier,
-)
-from fedpers.privacy.dp.clipping import (
-    ClipResult,
-    NonFiniteUpdateError,
-    clip_update,
-    flatten,
-    is_finite_update,
-    l2_norm,
-    unflatten,
-)
-from fedpers.privacy.dp.noise import (
-    central_noise_std,
-    device_rng,
-    distributed_topup_std,
-    gaussian_noise_like,
-    noise_share_std,
-    seed_words,
-    server_rng,
-)
-from fedpers.privacy.dp.pipeline import (
-    PIPELINE_ORDER,
-    PrivatizedUpdate,
-    RoundNoise,
-    expected_cohort_size,
-    finalize_aggregate,
-    finalize_indicator_sum,
-    privatize_device_update,
-    round_noise,
-    sum_updates,
-)
+# Each module lists its public names once, in its own __all__; the package re-exports them.
+from fedpers.privacy.dp import accounting as _accounting
+from fedpers.privacy.dp import adaptive as _adaptive
+from fedpers.privacy.dp import clipping as _clipping
+from fedpers.privacy.dp import noise as _noise
+from fedpers.privacy.dp import pipeline as _pipeline
+from fedpers.privacy.dp.accounting import *  # noqa: F403
+from fedpers.privacy.dp.adaptive import *  # noqa: F403
+from fedpers.privacy.dp.clipping import *  # noqa: F403
+from fedpers.privacy.dp.noise import *  # noqa: F403
+from fedpers.privacy.dp.pipeline import *  # noqa: F403
 
-__all__ = [
-    "ACCOUNTANTS",
-    "PIPELINE_ORDER",
-    "AccountantName",
-    "AdaptiveClipConfig",
-    "ClipResult",
-    "CrossCheck",
-    "EpsilonResult",
-    "NonFiniteUpdateError",
-    "PRVUserLevelAccountant",
-    "PrivacyLedger",
-    "PrivatizedUpdate",
-    "RDPUserLevelAccountant",
-    "RecordLevelRound",
-    "RoundEvent",
-    "RoundNoise",
-    "Sampling",
-    "UserLevelAccountant",
-    "centered_indicator",
-    "central_noise_std",
-    "clip_update",
-    "combined_noise_multiplier",
-    "create_accountant",
-    "cross_check_epsilon",
-    "cross_check_history",
-    "default_count_noise_std",
-    "default_delta",
-    "device_rng",
-    "distributed_topup_std",
-    "epsilon_for",
-    "epsilon_from_history",
-    "expected_cohort_size",
-    "finalize_aggregate",
-    "finalize_indicator_sum",
-    "flatten",
-    "gaussian_noise_like",
-    "is_finite_update",
-    "l2_norm",
-    "next_clip_norm",
-    "noise_share_std",
-    "noisy_unclipped_fraction",
-    "privatize_device_update",
-    "record_level_epsilon",
-    "record_level_would_exceed",
-    "round_noise",
-    "seed_words",
-    "server_rng",
-    "solve_noise_multiplier",
-    "sum_updates",
-    "unflatten",
-    "update_noise_multiplier",
-]
+__all__: list[str] = []
+__all__ += _accounting.__all__
+__all__ += _adaptive.__all__
+__all__ += _clipping.__all__
+__all__ += _noise.__all__
+__all__ += _pipeline.__all__

@@ -5,84 +5,30 @@ Devices encrypt their clipped, noised updates under a public context; the coordi
 only the sum. See ``docs/secure-aggregation.md`` for the threat model and costs.
 """
 
-from fedpers.privacy.secagg.aggregator import (
-    REJECT_CODES,
-    AddResult,
-    AggregationReport,
-    CiphertextAggregator,
-    Rejection,
-    presum,
-)
-from fedpers.privacy.secagg.describe import KEY_CUSTODY, ciphertext_bytes_upper_bound, describe
-from fedpers.privacy.secagg.device import DeviceEncryptor
-from fedpers.privacy.secagg.keyholder import (
-    DEFAULT_MIN_CONTRIBUTIONS,
-    DecryptedSum,
-    KeyHolder,
-    KeyHolderProcess,
-    NormCheck,
-    sum_norm_bound,
-)
-from fedpers.privacy.secagg.keys import (
-    KEYSET_FILE,
-    PREVIOUS_DIR,
-    PUBLIC_CONTEXT_FILE,
-    SECRET_CONTEXT_FILE,
-    KeyMaterial,
-    KeySetInfo,
-    compute_key_id,
-    generate_keys,
-    load_public_context,
-    load_secret_context,
-    read_keyset,
-    rotate_keys,
-    write_keys,
-)
-from fedpers.privacy.secagg.packing import chunk_lengths, pack, unpack
-from fedpers.privacy.secagg.params import (
-    HE_STANDARD_MAX_COEFF_BITS,
-    CkksParameters,
-    max_coeff_modulus_bits,
-    security_level,
-)
-from fedpers.privacy.secagg.payload import EncryptedUpdate
+# Each module lists its public names once, in its own __all__; the package re-exports them.
+from fedpers.privacy.secagg import aggregator as _aggregator
+from fedpers.privacy.secagg import describe as _describe
+from fedpers.privacy.secagg import device as _device
+from fedpers.privacy.secagg import keyholder as _keyholder
+from fedpers.privacy.secagg import keys as _keys
+from fedpers.privacy.secagg import packing as _packing
+from fedpers.privacy.secagg import params as _params
+from fedpers.privacy.secagg import payload as _payload
+from fedpers.privacy.secagg.aggregator import *  # noqa: F403
+from fedpers.privacy.secagg.describe import *  # noqa: F403
+from fedpers.privacy.secagg.device import *  # noqa: F403
+from fedpers.privacy.secagg.keyholder import *  # noqa: F403
+from fedpers.privacy.secagg.keys import *  # noqa: F403
+from fedpers.privacy.secagg.packing import *  # noqa: F403
+from fedpers.privacy.secagg.params import *  # noqa: F403
+from fedpers.privacy.secagg.payload import *  # noqa: F403
 
-__all__ = [
-    "DEFAULT_MIN_CONTRIBUTIONS",
-    "HE_STANDARD_MAX_COEFF_BITS",
-    "KEYSET_FILE",
-    "KEY_CUSTODY",
-    "PREVIOUS_DIR",
-    "PUBLIC_CONTEXT_FILE",
-    "REJECT_CODES",
-    "SECRET_CONTEXT_FILE",
-    "AddResult",
-    "AggregationReport",
-    "CiphertextAggregator",
-    "CkksParameters",
-    "DecryptedSum",
-    "DeviceEncryptor",
-    "EncryptedUpdate",
-    "KeyHolder",
-    "KeyHolderProcess",
-    "KeyMaterial",
-    "KeySetInfo",
-    "NormCheck",
-    "Rejection",
-    "chunk_lengths",
-    "ciphertext_bytes_upper_bound",
-    "compute_key_id",
-    "describe",
-    "generate_keys",
-    "load_public_context",
-    "load_secret_context",
-    "max_coeff_modulus_bits",
-    "pack",
-    "presum",
-    "read_keyset",
-    "rotate_keys",
-    "security_level",
-    "sum_norm_bound",
-    "unpack",
-    "write_keys",
-]
+__all__: list[str] = []
+__all__ += _aggregator.__all__
+__all__ += _describe.__all__
+__all__ += _device.__all__
+__all__ += _keyholder.__all__
+__all__ += _keys.__all__
+__all__ += _packing.__all__
+__all__ += _params.__all__
+__all__ += _payload.__all__
