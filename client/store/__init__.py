@@ -3,6 +3,7 @@
 See :class:`EventStore` for the operations and the durability and erasure guarantees.
 """
 
+from fedpers.client.store.erasure import ERASED_TABLES
 from fedpers.client.store.events import (
     MAX_TIMESTAMP,
     Event,
@@ -12,7 +13,7 @@ from fedpers.client.store.events import (
 )
 from fedpers.client.store.records import ConsentLogEntry, LedgerEntry
 from fedpers.client.store.schema import SCHEMA_VERSION
-from fedpers.client.store.store import ERASED_TABLES, EXPORT_FORMAT, STORE_FORMAT, EventStore
+from fedpers.client.store.store import EXPORT_FORMAT, STORE_FORMAT, EventStore
 
 __all__ = [
     "ERASED_TABLES",

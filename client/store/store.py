@@ -22,9 +22,6 @@ files finds no trace of an event.
 
 from __future__ import annotations
 
-import base64
-import json
-import math
 import os
 import sqlite3
 import threading
@@ -38,7 +35,12 @@ from typing import Any
 import numpy as np
 from sqlite_utils import Database
 
-from fedpers.client.store.events import Event, EventType
+from fedpers.client.store import catalogue as catalogue_table
+from fedpers.client.store import event_log, ledger, profile
+from fedpers.client.store.connection import check_integrity, connect, translate, write_transaction
+from fedpers.client.store.consent import read_consent, read_consent_log, write_consent
+from fedpers.client.store.erasure import erase_personal_data
+from fedpers.client.store.events import Event
 from fedpers.client.store.records import ConsentLogEntry, LedgerEntry
 from fedpers.client.store.schema import (
     MIGRATION_SET,
@@ -47,14 +49,10 @@ from fedpers.client.store.schema import (
     is_current,
     migrate,
 )
-from fedpers.privacy.consent import (
-    ConsentState,
-    Purpose,
-    require_record_for_profiling,
-)
+from fedpers.privacy.consent import ConsentState, Purpose, require_record_for_profiling
 from fedpers.privacy.errors import DataError, StoreCorruptedError, StoreError
 
-__all__ = ["ERASED_TABLES", "EXPORT_FORMAT", "STORE_FORMAT", "EventStore"]
+__all__ = ["EXPORT_FORMAT", "STORE_FORMAT", "EventStore"]
 
 STORE_FORMAT = "fedpers-device-store"
 """Value of ``meta.format`` that marks a SQLite file as a fedpers device store."""
@@ -62,83 +60,12 @@ STORE_FORMAT = "fedpers-device-store"
 EXPORT_FORMAT = "fedpers-device-export"
 """Value of ``format`` in :meth:`EventStore.export` documents."""
 
-ERASED_TABLES = ("events", "consent", "consent_log", "personal_state", "ledger")
-"""Tables :meth:`EventStore.erase` empties (the catalogue and meta are not personal)."""
-
-_CORRUPTION_CODES = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
-_BUSY_TIMEOUT_S = 5.0
-_INSERT_EVENT = (
-    "INSERT INTO events (item_id, event_type, value, timestamp, context) VALUES (?, ?, ?, ?, ?)"
-)
-_SELECT_EVENTS = (
-    "SELECT c.item, e.event_type, e.value, e.timestamp, e.context "
-    "FROM events e JOIN catalogue c ON c.id = e.item_id "
-)
-
 
 def _fedpers_version() -> str:
     try:
         return metadata.version("fedpers")
     except metadata.PackageNotFoundError:
         return "unknown"
-
-
-def _translate(exc: sqlite3.Error, path: Path, action: str) -> StoreError:
-    """Turn a sqlite3 error into the named fedpers error, naming the file."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    text = str(exc)
-    corrupted = (code is not None and (code & 0xFF) in _CORRUPTION_CODES) or (
-        "malformed" in text or "not a database" in text
-    )
-    if corrupted:
-        return StoreCorruptedError(
-            f"{path}: the store file is corrupted ({text}) while trying to {action}; "
-            "it was left untouched: restore it from a backup, or move it aside and create "
-            "a new store with `fedpers client init`"
-        )
-    return StoreError(f"{path}: cannot {action}: {text}")
-
-
-def _validate_catalogue(items: Sequence[str]) -> list[str]:
-    catalogue = list(items)
-    if not catalogue:
-        raise DataError("the catalogue must hold at least one item id")
-    seen: set[str] = set()
-    for position, item in enumerate(catalogue):
-        if not isinstance(item, str) or not item or item != item.strip():
-            raise DataError(
-                f"catalogue entry {position}: item ids are non-empty strings without "
-                f"surrounding whitespace, got {item!r}"
-            )
-        if item in seen:
-            raise DataError(f"catalogue entry {position}: duplicate item id {item!r}")
-        seen.add(item)
-    return catalogue
-
-
-def _as_user_vector(vec: Any) -> np.ndarray:
-    try:
-        array = np.asarray(vec, dtype=np.float32)
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"user vector is not numeric: {exc}") from None
-    if array.ndim != 1 or array.size == 0:
-        raise DataError(f"user vector must be 1-D and non-empty, got shape {array.shape}")
-    if not np.all(np.isfinite(array)):
-        raise DataError("user vector holds NaN or infinity")
-    return array
-
-
-def _consent_from_row(row: tuple[Any, ...] | None) -> ConsentState:
-    if row is None or row[0] is None:
-        return ConsentState()
-    purposes, gpc, updated_at = row
-    return ConsentState(
-        frozenset(Purpose(int(p)) for p in json.loads(purposes)), bool(gpc), float(updated_at)
-    )
-
-
-def _purpose_list(purposes: Iterable[Purpose]) -> str:
-    return json.dumps(sorted(int(p) for p in purposes))
 
 
 class EventStore:
@@ -164,21 +91,6 @@ class EventStore:
 
     # -- opening and closing -------------------------------------------------------------
 
-    @staticmethod
-    def _connect(path: Path) -> Database:
-        conn = sqlite3.connect(str(path), timeout=_BUSY_TIMEOUT_S, check_same_thread=False)
-        try:
-            db = Database(conn, execute_plugins=False)
-            db.execute("PRAGMA foreign_keys = ON")
-            db.enable_wal()
-            db.execute("PRAGMA synchronous = NORMAL")
-            db.execute("PRAGMA secure_delete = ON")
-            db.execute("PRAGMA temp_store = MEMORY")
-        except BaseException:
-            conn.close()
-            raise
-        return db
-
     @classmethod
     def create(cls, path: str | os.PathLike[str], catalogue: Sequence[str]) -> EventStore:
         """Create a new store file holding ``catalogue`` (item ids in model index order).
@@ -189,7 +101,7 @@ class EventStore:
             DataError: the catalogue is empty or holds duplicate or empty ids.
         """
         target = Path(path)
-        items = _validate_catalogue(catalogue)
+        items = catalogue_table.validate_catalogue(catalogue)
         try:
             # Claim the name atomically: an empty file is a new SQLite database.
             os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
@@ -198,10 +110,10 @@ class EventStore:
         except OSError as exc:
             raise StoreError(f"{target}: cannot create the store: {exc}") from None
         try:
-            db = cls._connect(target)
+            db = connect(target)
         except sqlite3.Error as exc:
             target.unlink(missing_ok=True)
-            raise _translate(exc, target, "create the store") from exc
+            raise translate(exc, target, "create the store") from exc
         store = cls(target, db)
         try:
             with store._op("create the store"), store._write() as conn:
@@ -216,7 +128,7 @@ class EventStore:
                         ("catalogue_version", "0"),
                     ],
                 )
-                store._write_catalogue(conn, items)
+                catalogue_table.write_catalogue(conn, items)
         except BaseException:
             store.close()
             for suffix in ("", "-wal", "-shm"):  # it did not exist: leave nothing half-made
@@ -248,9 +160,9 @@ class EventStore:
                 "written; it was left untouched"
             )
         try:
-            db = cls._connect(target)
+            db = connect(target)
         except sqlite3.Error as exc:
-            raise _translate(exc, target, "open the store") from exc
+            raise translate(exc, target, "open the store") from exc
         store = cls(target, db)
         try:
             with store._op("open the store"):
@@ -316,83 +228,31 @@ class EventStore:
             try:
                 yield
             except sqlite3.Error as exc:
-                raise _translate(exc, self._path, action) from exc
+                raise translate(exc, self._path, action) from exc
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction (``BEGIN IMMEDIATE``): committed, or rolled back whole."""
-        conn = self._db.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(self._db.conn) as conn:
             yield conn
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
 
     def _read_consent(self, conn: sqlite3.Connection) -> ConsentState:
-        row = conn.execute("SELECT purposes, gpc, updated_at FROM consent WHERE id = 1").fetchone()
-        try:
-            return _consent_from_row(row)
-        except (ValueError, TypeError) as exc:
-            raise StoreCorruptedError(
-                f"{self._path}: the consent row cannot be read ({exc})"
-            ) from None
+        return read_consent(conn, self._path)
 
-    def _refresh_catalogue(self, conn: sqlite3.Connection) -> None:
-        row = conn.execute("SELECT value FROM meta WHERE key = 'catalogue_version'").fetchone()
-        version = row[0] if row else None
+    def _item_ids_for(self, conn: sqlite3.Connection) -> dict[str, int]:
+        """The catalogue's row ids by item id, re-read only when the catalogue changed."""
+        version = catalogue_table.catalogue_version(conn)
         if version != self._catalogue_version:
-            self._item_ids = dict(
-                conn.execute("SELECT item, id FROM catalogue WHERE idx IS NOT NULL").fetchall()
-            )
+            self._item_ids = catalogue_table.read_item_ids(conn)
             self._catalogue_version = version
-
-    def _write_catalogue(self, conn: sqlite3.Connection, items: list[str]) -> None:
-        conn.execute("UPDATE catalogue SET idx = NULL")
-        conn.executemany(
-            "INSERT INTO catalogue (item, idx) VALUES (?, ?) "
-            "ON CONFLICT (item) DO UPDATE SET idx = excluded.idx",
-            [(item, idx) for idx, item in enumerate(items)],
-        )
-        self._drop_orphan_items(conn)
-        conn.execute(
-            "UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) "
-            "WHERE key = 'catalogue_version'"
-        )
-
-    @staticmethod
-    def _drop_orphan_items(conn: sqlite3.Connection) -> None:
-        # Items that left the model stay only while events refer to them.
-        conn.execute(
-            "DELETE FROM catalogue WHERE idx IS NULL "
-            "AND NOT EXISTS (SELECT 1 FROM events WHERE events.item_id = catalogue.id)"
-        )
-
-    def _event_row(self, event: Event) -> tuple[int, str, float, float, str]:
-        if not isinstance(event, Event):
-            raise DataError(f"expected an Event, got {type(event).__name__}")
-        item_id = self._item_ids.get(event.item)
-        if item_id is None:
-            raise DataError(f"unknown item {event.item!r}: not in the device's catalogue")
-        return (
-            item_id,
-            event.event_type.value,
-            event.value,
-            event.timestamp,
-            event.context_json,
-        )
+        return self._item_ids
 
     # -- catalogue -----------------------------------------------------------------------
 
     def catalogue(self) -> list[str]:
         """Item ids of the current global model, in model index order."""
         with self._op("read the catalogue"):
-            rows = self._db.conn.execute(
-                "SELECT item FROM catalogue WHERE idx IS NOT NULL ORDER BY idx"
-            ).fetchall()
-            return [row[0] for row in rows]
+            return catalogue_table.read_catalogue(self._db.conn)
 
     def set_catalogue(self, items: Sequence[str]) -> None:
         """Replace the catalogue with the item order of a new global model.
@@ -404,9 +264,9 @@ class EventStore:
         Raises:
             DataError: the catalogue is empty or holds duplicate or empty ids.
         """
-        catalogue = _validate_catalogue(items)
+        catalogue = catalogue_table.validate_catalogue(items)
         with self._op("update the catalogue"), self._write() as conn:
-            self._write_catalogue(conn, catalogue)
+            catalogue_table.write_catalogue(conn, catalogue)
             self._catalogue_version = None
 
     # -- events --------------------------------------------------------------------------
@@ -422,9 +282,7 @@ class EventStore:
         """
         with self._op("append an event"), self._write() as conn:
             require_record_for_profiling(self._read_consent(conn))
-            self._refresh_catalogue(conn)
-            cursor = conn.execute(_INSERT_EVENT, self._event_row(event))
-            return int(cursor.lastrowid or 0)
+            return event_log.insert_event(conn, self._item_ids_for(conn), event)
 
     def append_many(self, events: Iterable[Event]) -> int:
         """Store many events in one transaction, all or nothing; return how many.
@@ -436,22 +294,7 @@ class EventStore:
         """
         with self._op("append events"), self._write() as conn:
             require_record_for_profiling(self._read_consent(conn))
-            self._refresh_catalogue(conn)
-            rows = []
-            for index, event in enumerate(events):
-                try:
-                    rows.append(self._event_row(event))
-                except DataError as exc:
-                    raise DataError(f"event {index}: {exc}") from None
-            conn.executemany(_INSERT_EVENT, rows)
-            return len(rows)
-
-    def _events(self, sql: str, params: Sequence[Any] = ()) -> list[Event]:
-        rows = self._db.conn.execute(_SELECT_EVENTS + sql, params).fetchall()
-        return [
-            Event(item, EventType(kind), value, ts, json.loads(context))
-            for item, kind, value, ts, context in rows
-        ]
+            return event_log.insert_events(conn, self._item_ids_for(conn), events)
 
     def recent(self, limit: int = 50) -> list[Event]:
         """The ``limit`` most recent events, oldest first (ties broken by arrival).
@@ -462,18 +305,16 @@ class EventStore:
         if limit < 0:
             raise DataError(f"limit must be >= 0, got {limit}")
         with self._op("read recent events"):
-            events = self._events("ORDER BY e.timestamp DESC, e.id DESC LIMIT ?", [limit])
+            events = event_log.select_events(
+                self._db.conn, "ORDER BY e.timestamp DESC, e.id DESC LIMIT ?", [limit]
+            )
         events.reverse()
         return events
 
     def history(self) -> list[str]:
         """Item ids of every stored event, in time order."""
         with self._op("read the history"):
-            rows = self._db.conn.execute(
-                "SELECT c.item FROM events e JOIN catalogue c ON c.id = e.item_id "
-                "ORDER BY e.timestamp, e.id"
-            ).fetchall()
-            return [row[0] for row in rows]
+            return event_log.read_history(self._db.conn)
 
     def history_indices(self) -> np.ndarray:
         """Catalogue indices of the stored events' items in time order, as int64.
@@ -481,11 +322,7 @@ class EventStore:
         Events whose item left the current model are skipped.
         """
         with self._op("read the history"):
-            rows = self._db.conn.execute(
-                "SELECT c.idx FROM events e JOIN catalogue c ON c.id = e.item_id "
-                "WHERE c.idx IS NOT NULL ORDER BY e.timestamp, e.id"
-            ).fetchall()
-        return np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+            return event_log.read_history_indices(self._db.conn)
 
     def count(self) -> int:
         """Number of stored events."""
@@ -498,14 +335,8 @@ class EventStore:
         Raises:
             DataError: ``cutoff_ts`` is not a finite number.
         """
-        if isinstance(cutoff_ts, bool) or not isinstance(cutoff_ts, int | float):
-            raise DataError(f"cutoff must be epoch seconds, got {cutoff_ts!r}")
-        if not math.isfinite(cutoff_ts):
-            raise DataError(f"cutoff must be finite, got {cutoff_ts!r}")
         with self._op("purge old events"), self._write() as conn:
-            deleted = conn.execute("DELETE FROM events WHERE timestamp < ?", [cutoff_ts]).rowcount
-            self._drop_orphan_items(conn)
-            return int(deleted)
+            return event_log.purge_before(conn, cutoff_ts)
 
     # -- consent -------------------------------------------------------------------------
 
@@ -549,59 +380,25 @@ class EventStore:
         """
         if not isinstance(action, str) or not action:
             raise DataError("a consent change needs a non-empty action name")
-        named = _purpose_list(purposes)
+        named = list(purposes)
         with self._op("save consent"), self._write() as conn:
             state = change(self._read_consent(conn))
             if not isinstance(state, ConsentState):
                 raise DataError(f"expected a ConsentState, got {type(state).__name__}")
-            granted = _purpose_list(state.granted)
-            conn.execute(
-                "INSERT INTO consent (id, purposes, gpc, updated_at) VALUES (1, ?, ?, ?) "
-                "ON CONFLICT (id) DO UPDATE SET purposes = excluded.purposes, "
-                "gpc = excluded.gpc, updated_at = excluded.updated_at",
-                [granted, int(state.gpc), state.updated_at],
-            )
-            conn.execute(
-                "INSERT INTO consent_log (at, action, purposes, granted, gpc) "
-                "VALUES (?, ?, ?, ?, ?)",
-                [state.updated_at, action, named, granted, int(state.gpc)],
-            )
+            write_consent(conn, state, action, named)
         return state
 
     def consent_log(self) -> list[ConsentLogEntry]:
         """Every consent change, oldest first."""
         with self._op("read the consent log"):
-            rows = self._db.conn.execute(
-                "SELECT at, action, purposes, granted, gpc FROM consent_log ORDER BY id"
-            ).fetchall()
-        return [
-            ConsentLogEntry(
-                at=float(at),
-                action=action,
-                purposes=frozenset(Purpose(p) for p in json.loads(named)),
-                granted=frozenset(Purpose(p) for p in json.loads(granted)),
-                gpc=bool(gpc),
-            )
-            for at, action, named, granted, gpc in rows
-        ]
+            return read_consent_log(self._db.conn)
 
     # -- personal state ------------------------------------------------------------------
 
     def load_user_vector(self) -> np.ndarray | None:
         """The private user vector (float32), or ``None`` when none was saved."""
         with self._op("read the user vector"):
-            row = self._db.conn.execute(
-                "SELECT dim, user_vector FROM personal_state WHERE id = 1"
-            ).fetchone()
-        if row is None or row[1] is None:
-            return None
-        dim, blob = row
-        vector = np.frombuffer(blob, dtype="<f4").astype(np.float32)
-        if vector.size != dim:
-            raise StoreCorruptedError(
-                f"{self._path}: the user vector has {vector.size} values, expected {dim}"
-            )
-        return vector
+            return profile.read_user_vector(self._db.conn, self._path)
 
     def save_user_vector(self, vec: Any) -> None:
         """Replace the private user vector (stored as float32).
@@ -612,22 +409,15 @@ class EventStore:
             ConsentError: P1 and P5 are not both granted; nothing is stored.
             DataError: ``vec`` is not a finite, non-empty 1-D numeric array.
         """
-        array = _as_user_vector(vec)
-        blob = array.astype("<f4").tobytes()
+        array = profile.as_user_vector(vec)
         with self._op("save the user vector"), self._write() as conn:
             require_record_for_profiling(self._read_consent(conn))
-            conn.execute(
-                "INSERT INTO personal_state (id, dim, user_vector, updated_at) "
-                "VALUES (1, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET dim = excluded.dim, "
-                "user_vector = excluded.user_vector, updated_at = excluded.updated_at",
-                [int(array.size), blob, time.time()],
-            )
+            profile.write_user_vector(conn, array)
 
     def load_personal_head(self) -> bytes | None:
         """The serialised personal head, or ``None`` when none was saved."""
         with self._op("read the personal head"):
-            row = self._db.conn.execute("SELECT head FROM personal_state WHERE id = 1").fetchone()
-        return None if row is None or row[0] is None else bytes(row[0])
+            return profile.read_personal_head(self._db.conn)
 
     def save_personal_head(self, blob: bytes) -> None:
         """Replace the serialised personal head (opaque bytes, e.g. a torch state dict).
@@ -640,30 +430,7 @@ class EventStore:
             raise DataError(f"the personal head is stored as bytes, got {type(blob).__name__}")
         with self._op("save the personal head"), self._write() as conn:
             require_record_for_profiling(self._read_consent(conn))
-            conn.execute(
-                "INSERT INTO personal_state (id, head, updated_at) VALUES (1, ?, ?) "
-                "ON CONFLICT (id) DO UPDATE SET head = excluded.head, "
-                "updated_at = excluded.updated_at",
-                [bytes(blob), time.time()],
-            )
-
-    def _personal_state(self) -> dict[str, Any] | None:
-        row = self._db.conn.execute(
-            "SELECT dim, user_vector, head, updated_at FROM personal_state WHERE id = 1"
-        ).fetchone()
-        if row is None:
-            return None
-        dim, vector, head, updated_at = row
-        return {
-            "dim": dim,
-            "user_vector": (
-                None if vector is None else np.frombuffer(vector, dtype="<f4").tolist()
-            ),
-            "personal_head_base64": (
-                None if head is None else base64.b64encode(bytes(head)).decode("ascii")
-            ),
-            "updated_at": updated_at,
-        }
+            profile.write_personal_head(conn, blob)
 
     # -- privacy ledger ------------------------------------------------------------------
 
@@ -674,38 +441,18 @@ class EventStore:
             StoreError: the ledger already holds an entry for ``entry.round``.
             DataError: ``entry`` is not a :class:`LedgerEntry`.
         """
-        if not isinstance(entry, LedgerEntry):
-            raise DataError(f"expected a LedgerEntry, got {type(entry).__name__}")
-        record = entry.to_dict()
         with self._op("append to the privacy ledger"), self._write() as conn:
-            exists = conn.execute("SELECT 1 FROM ledger WHERE round = ?", [entry.round]).fetchone()
-            if exists:
-                raise StoreError(
-                    f"{self._path}: the privacy ledger already holds round {entry.round}"
-                )
-            conn.execute(
-                "INSERT INTO ledger (round, epsilon, delta, noise_multiplier, sample_rate, "
-                "steps, accountant, created_at) VALUES (:round, :epsilon, :delta, "
-                ":noise_multiplier, :sample_rate, :steps, :accountant, :created_at)",
-                record,
-            )
+            ledger.insert_ledger_entry(conn, self._path, entry)
 
     def ledger(self) -> list[LedgerEntry]:
         """Every ledger entry, by round."""
         with self._op("read the privacy ledger"):
-            rows = self._db.conn.execute(
-                "SELECT round, epsilon, delta, noise_multiplier, sample_rate, steps, "
-                "accountant, created_at FROM ledger ORDER BY round"
-            ).fetchall()
-        return [LedgerEntry(*row) for row in rows]
+            return ledger.read_ledger(self._db.conn)
 
     def epsilon_spent(self) -> float:
         """Record-level epsilon spent so far: the last entry's composed epsilon, else 0."""
         with self._op("read the privacy ledger"):
-            row = self._db.conn.execute(
-                "SELECT epsilon FROM ledger ORDER BY round DESC LIMIT 1"
-            ).fetchone()
-        return 0.0 if row is None else float(row[0])
+            return ledger.read_epsilon_spent(self._db.conn)
 
     # -- owner's rights ------------------------------------------------------------------
 
@@ -720,15 +467,13 @@ class EventStore:
             conn = self._db.conn
             conn.execute("BEGIN")  # one consistent snapshot of every table
             try:
-                events = self._events("ORDER BY e.timestamp, e.id")
+                events = event_log.select_events(conn, "ORDER BY e.timestamp, e.id")
                 consent = self._read_consent(conn)
-                consent_log = self.consent_log()
-                ledger = self.ledger()
-                state = self._personal_state()
+                consent_log = read_consent_log(conn)
+                entries = ledger.read_ledger(conn)
+                state = profile.read_personal_state(conn)
                 meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-                catalogue_size = conn.execute(
-                    "SELECT count(*) FROM catalogue WHERE idx IS NOT NULL"
-                ).fetchone()[0]
+                catalogue_size = catalogue_table.catalogue_size(conn)
                 schema_version = self.schema_version
             finally:
                 conn.execute("COMMIT")
@@ -746,7 +491,7 @@ class EventStore:
             "consent": consent.to_dict(),
             "consent_log": [entry.to_dict() for entry in consent_log],
             "personal_state": state,
-            "ledger": [entry.to_dict() for entry in ledger],
+            "ledger": [entry.to_dict() for entry in entries],
         }
 
     def erase(self) -> dict[str, int]:
@@ -763,20 +508,7 @@ class EventStore:
                 are already deleted, so calling :meth:`erase` again finishes the job.
         """
         with self._op("erase the store"):
-            with self._write() as conn:
-                counts = {
-                    table: int(conn.execute(f"DELETE FROM {table}").rowcount)
-                    for table in ERASED_TABLES
-                }
-                conn.execute("DELETE FROM catalogue WHERE idx IS NULL")
-            self._db.vacuum()
-            busy, _, _ = self._db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-            if busy:
-                raise StoreError(
-                    f"{self._path}: rows erased, but another connection is reading the store, "
-                    "so the write-ahead log could not be truncated; close it and erase again"
-                )
-        return counts
+            return erase_personal_data(self._db, self._path)
 
     def check_integrity(self) -> None:
         """Run SQLite's quick, full and foreign-key checks on the file.
@@ -786,22 +518,7 @@ class EventStore:
                 first problems found.
         """
         with self._op("check the store's integrity"):
-            conn = self._db.conn
-            problems: list[str] = []
-            for pragma in ("quick_check", "integrity_check"):
-                rows = [row[0] for row in conn.execute(f"PRAGMA {pragma}").fetchall()]
-                if rows != ["ok"]:
-                    problems.extend(f"{pragma}: {row}" for row in rows[:5])
-            fk_rows = conn.execute("PRAGMA foreign_key_check").fetchall()
-            problems.extend(
-                f"foreign_key_check: {table} row {rowid} -> {parent}"
-                for table, rowid, parent, _ in fk_rows[:5]
-            )
-            if problems:
-                raise StoreCorruptedError(
-                    f"{self._path}: the store file failed its integrity check: "
-                    + "; ".join(problems)
-                )
+            check_integrity(self._db.conn, self._path)
 
     def info(self) -> dict[str, Any]:
         """Summary of the store without any event contents: sizes, consent, ledger."""
@@ -810,9 +527,7 @@ class EventStore:
             first, last, n_events = conn.execute(
                 "SELECT min(timestamp), max(timestamp), count(*) FROM events"
             ).fetchone()
-            catalogue_size = conn.execute(
-                "SELECT count(*) FROM catalogue WHERE idx IS NOT NULL"
-            ).fetchone()[0]
+            catalogue_size = catalogue_table.catalogue_size(conn)
             has_vector = conn.execute(
                 "SELECT count(*) FROM personal_state WHERE user_vector IS NOT NULL"
             ).fetchone()[0]
