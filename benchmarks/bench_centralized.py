@@ -28,8 +28,8 @@ from typing import Any
 
 import torch
 
-from fedpers.simulation.centralized import CentralizedConfig, centralized_report
 from fedpers.simulation.data import load_dataset
+from fedpers.simulation.evaluation.centralized import CentralizedConfig, centralized_report
 
 TARGETS = {"hr10_sampled": 0.65, "hr10_full": 0.12}
 METRICS = ("hr10_sampled", "ndcg10_sampled", "hr10_full", "ndcg10_full", "coverage10")

@@ -4,7 +4,7 @@ For every epsilon in ``--epsilons`` (``inf``: non-private) the benchmark takes t
 recipe :func:`fedpers.client.device_round.recommended_config`, calibrates the noise
 multiplier with the project's accountant for ``(epsilon, delta = 0.1 / N, rounds, q = 1)``
 (every device takes part in every round), runs the federation in-process with
-:func:`fedpers.simulation.fedsim_core.run_fedsim` (the same round mathematics as the
+:func:`fedpers.simulation.fedsim.run_fedsim` (the same round mathematics as the
 Flower ServerApp) and scores the global model plus on-device fine-tuning with the shared
 evaluation protocol, under both ranking protocols: against 99 sampled negatives
 (``hr10_sampled``, ``ndcg10_sampled``) and against the full catalogue (``hr10_full``,
@@ -48,11 +48,11 @@ from fedpers.client.model import ItemSide, ModelConfig, shared_arrays
 from fedpers.client.session import session_vectors
 from fedpers.client.training.local import train_devices
 from fedpers.privacy.dp.accounting import default_delta, epsilon_for, solve_noise_multiplier
-from fedpers.simulation.centralized import CentralizedConfig, train_centralized
 from fedpers.simulation.data import load_dataset
-from fedpers.simulation.evaluation import evaluate, leave_one_out
-from fedpers.simulation.fedsim_core import FedSimConfig, device_histories, run_fedsim
-from fedpers.simulation.popularity import popularity_scorer
+from fedpers.simulation.evaluation.centralized import CentralizedConfig, train_centralized
+from fedpers.simulation.evaluation.popularity import popularity_scorer
+from fedpers.simulation.evaluation.protocol import evaluate, leave_one_out
+from fedpers.simulation.fedsim import FedSimConfig, device_histories, run_fedsim
 
 METRICS = ("hr10_sampled", "ndcg10_sampled", "hr10_full", "ndcg10_full")
 

@@ -44,7 +44,7 @@ from fedpers.client.device_round import (
 )
 from fedpers.client.model import ItemSide, ModelConfig, shared_arrays
 from fedpers.simulation.data import load_dataset
-from fedpers.simulation.evaluation import leave_one_out
+from fedpers.simulation.evaluation.protocol import leave_one_out
 
 TARGET_RATIO = 2.0
 

@@ -48,7 +48,7 @@ def run_simulate(args: list[str], out: Path, label: str) -> ChildRun:
         RuntimeError: naming ``label`` and the end of the child's stderr when it fails.
     """
     cmd = [
-        sys.executable, "-m", "fedpers.simulation.cli_simulate", *args,
+        sys.executable, "-m", "fedpers.simulation.cli.simulate", *args,
         "--out", str(out), "--eval-devices", "50", "--json",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

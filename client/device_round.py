@@ -489,7 +489,7 @@ def recommended_config(epsilon: float | None) -> FederationRecipe:
     ========  =====================================================================
 
     How they were found: on MovieLens-100K (943 devices, ``delta = 0.1 / N``) with the
-    in-process driver :mod:`fedpers.simulation.fedsim_core`, selecting on the validation
+    in-process driver :mod:`fedpers.simulation.fedsim`, selecting on the validation
     item of the shared leave-one-out protocol, the noise multiplier solved with the RDP
     accountant for ``(epsilon, delta, rounds, q = 1)``. Searched for the private
     recipes: a random search, then a coordinate search on the mean of two seeds, over

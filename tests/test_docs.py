@@ -13,8 +13,8 @@ import click
 import pytest
 import typer
 
-from fedpers.simulation.cli import app
-from fedpers.simulation.cli_reference import command_paths, render_reference
+from fedpers.simulation.cli.app import app
+from fedpers.simulation.cli.reference import command_paths, render_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_cli_reference_matches_the_code() -> None:
     committed = (ROOT / "docs" / "cli.md").read_text()
     assert committed == render_reference(), (
-        "docs/cli.md is stale: python -m fedpers.simulation.cli_reference > docs/cli.md"
+        "docs/cli.md is stale: python -m fedpers.simulation.cli.reference > docs/cli.md"
     )
 
 

@@ -637,7 +637,7 @@ def evaluate_devices(
     Scores come from :func:`score_devices`; the held-out item is ranked among
     ``negatives`` (sampled protocol) and among every item not in ``exclude`` (full
     protocol). Ranks and metrics come from :mod:`fedpers.client.metrics` (ties count
-    against the held-out item), as in :mod:`fedpers.simulation.evaluation`.
+    against the held-out item), as in :mod:`fedpers.simulation.evaluation.protocol`.
 
     Args:
         global_arrays: the global shared parameters in wire order.

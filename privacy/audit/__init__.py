@@ -2,7 +2,7 @@
 
 Pure functions only: ROC statistics, Clopper-Pearson bounds, the one-run epsilon lower
 bound of Steinke, Nasr and Jagielski (2023) and the update-inspection score. Building a
-report from a run directory lives in :mod:`fedpers.simulation.audit`.
+report from a run directory lives in :mod:`fedpers.simulation.audit.build`.
 """
 
 from fedpers.privacy.audit.inspection import (

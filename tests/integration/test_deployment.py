@@ -33,20 +33,20 @@ from fedpers.server.config import FederationConfig
 from fedpers.server.local_grid import LocalGrid
 from fedpers.server.rundb import RunDB
 from fedpers.simulation.data import SyntheticConfig, generate_synthetic, write_interaction_log
-from fedpers.simulation.deployment import (
+from fedpers.simulation.deploy.launcher import (
+    DeploymentError,
+    processes,
+    run_local,
+    wait_listening,
+)
+from fedpers.simulation.deploy.plan import (
     DeploymentPlan,
     deployment_commands,
     free_port,
     prepare_deployment,
     write_flower_config,
 )
-from fedpers.simulation.deployment_local import (
-    DeploymentError,
-    processes,
-    run_local,
-    wait_listening,
-)
-from fedpers.simulation.simulate import SimulateOptions
+from fedpers.simulation.run import SimulateOptions
 
 pytestmark = pytest.mark.integration
 

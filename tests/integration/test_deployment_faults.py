@@ -31,15 +31,15 @@ from fedpers.privacy.errors import StoreError
 from fedpers.server.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from fedpers.server.rundb import RUN_DB_NAME, RunDB
 from fedpers.simulation.data import SyntheticConfig, generate_synthetic, write_interaction_log
-from fedpers.simulation.deployment import (
+from fedpers.simulation.deploy.launcher import ProcessGroup, processes, wait_listening
+from fedpers.simulation.deploy.plan import (
     DeploymentPlan,
     deployment_commands,
     free_port,
     prepare_deployment,
     write_flower_config,
 )
-from fedpers.simulation.deployment_local import ProcessGroup, processes, wait_listening
-from fedpers.simulation.simulate import SimulateOptions
+from fedpers.simulation.run import SimulateOptions
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -1,4 +1,4 @@
-"""Cohort mode, node mode and the in-process reference (fedsim_core) give the same model."""
+"""Cohort mode, node mode and the in-process reference (fedsim) give the same model."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from fedpers.server.app import run_federation
 from fedpers.server.config import FederationConfig
 from fedpers.server.local_grid import LocalGrid
 from fedpers.simulation.data import SyntheticConfig, load_dataset
-from fedpers.simulation.devices import prepare_devices
-from fedpers.simulation.evaluation import leave_one_out
-from fedpers.simulation.fedsim_core import FedSimConfig, run_fedsim
+from fedpers.simulation.evaluation.protocol import leave_one_out
+from fedpers.simulation.fedsim import FedSimConfig, run_fedsim
+from fedpers.simulation.population import prepare_devices
 
 LOCAL: dict[str, object] = {"epochs": 1, "lr_item": 0.2, "lr_user": 0.5, "user_warmup": 3}
 
@@ -59,7 +59,7 @@ def _run(tmp: Path, data, split, mode: str, reply: str = "per-device", **kw):  #
     ],
     ids=["nonprivate-all", "dp-fixed-cohort", "session-ranking"],
 )
-def test_cohort_node_and_fedsim_core_agree(tmp_path: Path, split_and_data, kw) -> None:  # type: ignore[no-untyped-def]
+def test_cohort_node_and_fedsim_agree(tmp_path: Path, split_and_data, kw) -> None:  # type: ignore[no-untyped-def]
     data, split = split_and_data
     cohort = _run(tmp_path / "cohort", data, split, "cohort", **kw)
     node = _run(tmp_path / "node", data, split, "node", **kw)

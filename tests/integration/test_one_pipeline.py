@@ -17,7 +17,7 @@ import pytest
 
 import fedpers.server.app as server_app
 import fedpers.server.dp_wrapper as dp_wrapper
-import fedpers.simulation.fedsim_core as fedsim_core
+import fedpers.simulation.fedsim as fedsim
 from fedpers.client.app import ClientSettings, device_store_path, make_client_app
 from fedpers.client.consent import ConsentManager
 from fedpers.client.store import EventStore
@@ -27,9 +27,9 @@ from fedpers.server.app import run_federation
 from fedpers.server.config import FederationConfig
 from fedpers.server.local_grid import LocalGrid
 from fedpers.simulation.data import SyntheticConfig, load_dataset
-from fedpers.simulation.devices import prepare_devices
-from fedpers.simulation.evaluation import leave_one_out
-from fedpers.simulation.fedsim_core import FedSimConfig, run_fedsim
+from fedpers.simulation.evaluation.protocol import leave_one_out
+from fedpers.simulation.fedsim import FedSimConfig, run_fedsim
+from fedpers.simulation.population import prepare_devices
 
 LOCAL: dict[str, object] = {"epochs": 1, "lr_item": 0.2, "lr_user": 0.5, "user_warmup": 3}
 REFUSING = 1
@@ -110,7 +110,7 @@ def test_every_caller_gets_the_same_model_when_a_device_drops(
         return wrapped
 
     monkeypatch.setattr(dp_wrapper, "round_noise", spy("flower"))
-    monkeypatch.setattr(fedsim_core, "round_noise", spy("driver"))
+    monkeypatch.setattr(fedsim, "round_noise", spy("driver"))
     cohort = _flower(tmp_path / "cohort", data, split, "cohort", distributed)
     node = _flower(tmp_path / "node", data, split, "node", distributed)
     reference = _driver(split, distributed)

@@ -20,8 +20,8 @@ from fedpers.server.local_grid import Intercept, LocalGrid
 from fedpers.server.rundb import RunDB
 from fedpers.server.secure_aggregation import ckks_backend, ensure_keys
 from fedpers.simulation.data import SyntheticConfig, load_dataset
-from fedpers.simulation.devices import prepare_devices
-from fedpers.simulation.evaluation import leave_one_out
+from fedpers.simulation.evaluation.protocol import leave_one_out
+from fedpers.simulation.population import prepare_devices
 
 N = 24
 NODES = 3
@@ -266,8 +266,8 @@ def test_run_db_records_scheme_params_bytes_and_custody(
     assert {e["dtype"] for e in updates} == {"uint8"}
     sizes = [int(e["bytes"]) for e in updates]
     assert min(sizes) > setup["bytes_per_ciphertext"] * 0.5 * setup["chunks_per_update"]
-    from fedpers.simulation.audit_sections import secure_aggregation_section
-    from fedpers.simulation.audit_sources import read_run
+    from fedpers.simulation.audit.sections import secure_aggregation_section
+    from fedpers.simulation.audit.sources import read_run
 
     section = secure_aggregation_section(read_run(tmp_path))
     assert section["enabled"] and section["coordinator_held_secret_key"] is False

@@ -20,8 +20,8 @@ from fedpers.server.local_grid import LocalGrid
 from fedpers.server.rundb import RunDB
 from fedpers.server.strategy import NodeLayout
 from fedpers.simulation.data import SyntheticConfig, load_dataset
-from fedpers.simulation.devices import prepare_devices
-from fedpers.simulation.evaluation import leave_one_out
+from fedpers.simulation.evaluation.protocol import leave_one_out
+from fedpers.simulation.population import prepare_devices
 
 N = 30
 

@@ -32,8 +32,8 @@ from fedpers.server.tombstones import (
     tombstone_of,
 )
 from fedpers.simulation.data import SyntheticConfig, load_dataset
-from fedpers.simulation.devices import prepare_devices
-from fedpers.simulation.evaluation import leave_one_out
+from fedpers.simulation.evaluation.protocol import leave_one_out
+from fedpers.simulation.population import prepare_devices
 
 torch.set_num_threads(1)
 

@@ -33,13 +33,13 @@ def test_ml100k_epsilon_8_he_matches_the_same_noise_in_plaintext(tmp_path: Path)
     from fedpers.client.device_round import recommended_config
     from fedpers.server.checkpoint import load_checkpoint
     from fedpers.simulation.data import load_dataset
-    from fedpers.simulation.evaluation import leave_one_out
-    from fedpers.simulation.fedsim_core import FedSimConfig, run_fedsim
+    from fedpers.simulation.evaluation.protocol import leave_one_out
+    from fedpers.simulation.fedsim import FedSimConfig, run_fedsim
 
     torch.set_num_threads(1)
     out = tmp_path / "he"
     cmd = [
-        sys.executable, "-m", "fedpers.simulation.cli_simulate", "--dataset", "ml-100k",
+        sys.executable, "-m", "fedpers.simulation.cli.simulate", "--dataset", "ml-100k",
         "--dp", "user", "--epsilon", "8", "--secure-agg", "he", "--reply", "sum",
         "--seed", "0", "--out", str(out), "--json",
     ]  # fmt: skip

@@ -23,7 +23,7 @@ def tiny_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "fedpers.simulation.cli_simulate", *args]
+    cmd = [sys.executable, "-m", "fedpers.simulation.cli.simulate", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from fedpers.server.api.auth import authenticate
 from fedpers.server.api.db import open_api_db
-from fedpers.simulation.cli import app
+from fedpers.simulation.cli.app import app
 
 runner = CliRunner()
 
@@ -83,7 +83,7 @@ def test_serve_help_has_examples_and_fedpers_help_stays_light() -> None:
     for words in ("--run", "--workers", "--demo", "$ fedpers serve keys create", "8080"):
         assert words in r.stdout
     code = (
-        "import sys; import fedpers.simulation.cli; "
+        "import sys; import fedpers.simulation.cli.app; "
         "print(sorted(m for m in ('fastapi', 'uvicorn', 'fedpers.server.api.main') "
         "if m in sys.modules))"
     )

@@ -1,0 +1,5 @@
+"""The privacy audit of a run: ``report.json`` and ``report.html`` from a run directory.
+
+``build`` assembles the report; ``sources`` reads the run; ``sections`` and ``attacks``
+(with ``crafted``) compute its sections; ``html`` renders the page.
+"""

@@ -1,0 +1,1 @@
+"""Flower's Deployment Engine: the prepared plan, its credentials and the local launcher."""

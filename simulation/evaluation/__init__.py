@@ -1,0 +1,1 @@
+"""Evaluation: the leave-one-out protocol, the centralized reference, the popularity baseline."""
