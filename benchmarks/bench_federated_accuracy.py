@@ -1,7 +1,7 @@
 """Federated accuracy on MovieLens-100K: the epsilon curve beside centralized and popularity.
 
 For every epsilon in ``--epsilons`` (``inf``: non-private) the benchmark takes the tuned
-recipe :func:`fedpers.client.device_round.recommended_config`, calibrates the noise
+recipe :func:`fedpers.simulation.recipes.recommended_config`, calibrates the noise
 multiplier with the project's accountant for ``(epsilon, delta = 0.1 / N, rounds, q = 1)``
 (every device takes part in every round), runs the federation in-process with
 :func:`fedpers.simulation.fedsim.run_fedsim` (the same round mathematics as the
@@ -41,7 +41,6 @@ import torch
 from fedpers.client.device_round import (
     RoundInstructions,
     initial_user_vectors,
-    recommended_config,
     run_device_rounds,
 )
 from fedpers.client.model import ItemSide, ModelConfig, shared_arrays
@@ -53,6 +52,7 @@ from fedpers.simulation.evaluation.centralized import CentralizedConfig, train_c
 from fedpers.simulation.evaluation.popularity import popularity_scorer
 from fedpers.simulation.evaluation.protocol import evaluate, leave_one_out
 from fedpers.simulation.fedsim import FedSimConfig, device_histories, run_fedsim
+from fedpers.simulation.recipes import recommended_config
 
 METRICS = ("hr10_sampled", "ndcg10_sampled", "hr10_full", "ndcg10_full")
 

@@ -23,12 +23,12 @@ import numpy as np
 import torch
 
 from fedpers.client.consent import ConsentManager
-from fedpers.client.device_round import recommended_config
 from fedpers.client.global_model import GlobalModel
 from fedpers.client.model import ModelConfig
 from fedpers.client.personalizer import Personalizer
 from fedpers.client.store import Event, EventStore
 from fedpers.privacy.consent import Purpose
+from fedpers.simulation.recipes import recommended_config
 
 TARGETS_MS = {1682: 5.0, 100_000: 20.0}
 

@@ -36,7 +36,6 @@ from typing import Any
 import numpy as np
 
 from fedpers.client.device_round import (
-    FederationRecipe,
     RoundInstructions,
     evaluation_seed,
     initial_user_vectors,
@@ -55,6 +54,7 @@ from fedpers.simulation.evaluation.protocol import (
     Target,
     evaluate,
 )
+from fedpers.simulation.recipes import FederationRecipe
 from fedpers.simulation.round_observers import notify
 
 __all__ = [
@@ -130,7 +130,7 @@ class FedSimConfig:
         """The federation a tuned recipe describes, every device in every round.
 
         Args:
-            recipe: the recipe (:func:`fedpers.client.device_round.recommended_config`).
+            recipe: the recipe (:func:`fedpers.simulation.recipes.recommended_config`).
             noise_multiplier: ``sigma`` calibrated for the recipe's rounds (``0``: none).
             num_devices: the number of devices, the denominator of the mean.
             **overrides: further fields (``seed``, ``eval_target``, ...).

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 from fedpers.client.app import ClientSettings, make_client_app
-from fedpers.client.device_round import FederationRecipe, recommended_config
 from fedpers.privacy.dp.accounting import default_delta, epsilon_for
 from fedpers.privacy.errors import ConfigError, StoreError
 from fedpers.server.app import FederationOutcome, RoundProgress, make_server_app
@@ -43,6 +42,7 @@ from fedpers.simulation.evaluation.protocol import leave_one_out
 from fedpers.simulation.out_dir import output_dir
 from fedpers.simulation.population import population_is_lazy, prepare_devices, provision_device
 from fedpers.simulation.ray_lifecycle import ray_guard
+from fedpers.simulation.recipes import FederationRecipe, recommended_config
 
 __all__ = ["SimulateOptions", "build_config", "check_options", "run_flower_simulation", "simulate"]
 
@@ -54,7 +54,7 @@ class SimulateOptions:
     """The options of ``fedpers simulate`` (see ``fedpers simulate --help``).
 
     ``None`` (and missing ``local`` keys) take the value of the recommended recipe for
-    the requested budget (:func:`fedpers.client.device_round.recommended_config`) when
+    the requested budget (:func:`fedpers.simulation.recipes.recommended_config`) when
     ``recipe == "auto"``, else the plain defaults (10 rounds, ``dim`` 32, FedAvg with
     server lr 1, the default local training).
     """

@@ -216,7 +216,7 @@ def test_unset_options_follow_the_recipe_for_the_budget(
     kw: dict,
     epsilon: float | None,  # type: ignore[type-arg]
 ) -> None:
-    from fedpers.client.device_round import recommended_config
+    from fedpers.simulation.recipes import recommended_config
     from fedpers.simulation.run import SimulateOptions, build_config
 
     recipe = recommended_config(epsilon)
