@@ -32,6 +32,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
+from fedpers.client.devices_folder import DevicesFolder
 from fedpers.client.global_model import GlobalModel
 from fedpers.client.model import ItemSide, ModelConfig, shared_arrays
 from fedpers.client.wire import ReplyMode, arrays_of
@@ -47,13 +48,13 @@ from fedpers.server.checkpoint import (
 from fedpers.server.config import MONITORING_WARNING, FederationConfig
 from fedpers.server.dp_wrapper import UserDPConfig, UserLevelDP
 from fedpers.server.optimizers import create_server_optimizer
+from fedpers.server.run_dir import RunDirectory
 from fedpers.server.rundb import RoundRecord, RunDB
 from fedpers.server.secure_aggregation import CkksAggregator, aggregation_backend
 from fedpers.server.strategy import FedPersStrategy, NodeLayout, RoundReport
 from fedpers.server.tombstone_sampler import ErasureAwareSampler, with_exclusions
 
 __all__ = [
-    "CATALOGUE_FILE",
     "SECAGG_SETUP_KEY",
     "FederationOutcome",
     "RoundProgress",
@@ -66,9 +67,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-CATALOGUE_FILE = "catalogue.npz"
-MODELS_DIR = "models"
 
 RoundProgress = Callable[[dict[str, Any]], None]
 """Called after every round with its flat summary (the ``metrics.jsonl`` object)."""
@@ -106,7 +104,7 @@ class FederationOutcome:
 
 
 def _catalogue(config: FederationConfig) -> tuple[list[str], np.ndarray | None]:
-    path = Path(config.devices_dir) / CATALOGUE_FILE
+    path = DevicesFolder(Path(config.devices_dir)).catalogue
     if not path.is_file():
         return [str(i) for i in range(config.n_items)], None
     with np.load(path, allow_pickle=False) as data:
@@ -244,9 +242,9 @@ def _save_model(
     model = GlobalModel.from_arrays(
         mc, arrays, ids, item_features=feats if mc.n_item_features else None, meta=meta
     )
-    folder = Path(config.run_dir) / MODELS_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    path: Path = model.save(folder / f"round-{server_round:04d}.npz")
+    run = RunDirectory(Path(config.run_dir))
+    run.models.mkdir(parents=True, exist_ok=True)
+    path: Path = model.save(run.model_file(server_round))
     return path
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from fedpers.privacy.errors import StoreCorruptedError, StoreError
+from fedpers.server.run_dir import RunDirectory
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -38,7 +39,7 @@ __all__ = [
     "sha256_file",
 ]
 
-CHECKPOINT_NAME = "checkpoint.npz"
+CHECKPOINT_NAME = RunDirectory(Path()).checkpoint.name
 """File name of the latest checkpoint inside a run directory."""
 
 _STATE_KEY = "__state__"
@@ -133,7 +134,7 @@ def save_checkpoint(run_dir: Path, checkpoint: Checkpoint) -> Path:
     buf = io.BytesIO()
     arrays[_STATE_KEY] = np.frombuffer(json.dumps(tree).encode(), np.uint8)
     np.savez(buf, **arrays)  # type: ignore[arg-type]
-    path = Path(run_dir) / CHECKPOINT_NAME
+    path = RunDirectory(run_dir).checkpoint
     atomic_write_bytes(path, buf.getvalue())
     return path
 
@@ -145,7 +146,7 @@ def load_checkpoint(run_dir: Path) -> Checkpoint:
         StoreError: when the run directory has no checkpoint.
         StoreCorruptedError: when the file cannot be parsed.
     """
-    path = Path(run_dir) / CHECKPOINT_NAME
+    path = RunDirectory(run_dir).checkpoint
     if not path.is_file():
         raise StoreError(f"{path}: no checkpoint to resume from")
     try:

@@ -1,7 +1,8 @@
 """The run database: what a federation did, round by round, and its model registry.
 
 One SQLite file per run, ``RUN_DIR/run.db`` (sqlite-utils, WAL, versioned migrations),
-next to ``config.json`` and ``metrics.jsonl`` (one JSON object per round). Tables:
+next to ``config.json`` and ``metrics.jsonl`` (one JSON object per round); the names are
+:class:`~fedpers.server.run_dir.RunDirectory`'s. Tables:
 
 ``config``
     key/value (JSON) copy of the run configuration.
@@ -47,6 +48,7 @@ from sqlite_utils.migrations import Migrations
 
 from fedpers.privacy.errors import StoreError
 from fedpers.server.checkpoint import atomic_write_bytes, atomic_write_json
+from fedpers.server.run_dir import RunDirectory
 
 __all__ = [
     "RUN_DB_NAME",
@@ -56,9 +58,7 @@ __all__ = [
     "RunDB",
 ]
 
-RUN_DB_NAME = "run.db"
-METRICS_NAME = "metrics.jsonl"
-CONFIG_NAME = "config.json"
+RUN_DB_NAME = RunDirectory(Path()).run_db.name
 
 migrations = Migrations("fedpers.rundb")
 
@@ -229,21 +229,21 @@ class RunDB:
 
     def __init__(self, run_dir: Path, db: sqlite_utils.Database) -> None:
         self.run_dir = run_dir
+        self.files = RunDirectory(run_dir)
         self.db = db
 
     @classmethod
     def open(cls, run_dir: Path) -> RunDB:
         """Open (creating and migrating where needed) ``run_dir/run.db`` in WAL mode."""
-        run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
+        run = RunDirectory.create(run_dir)
         try:
-            db = sqlite_utils.Database(run_dir / RUN_DB_NAME)
+            db = sqlite_utils.Database(run.run_db)
             db.enable_wal()
             db.execute("PRAGMA synchronous=NORMAL")
             migrations.apply(db)
         except Exception as exc:
-            raise StoreError(f"{run_dir / RUN_DB_NAME}: cannot open run database ({exc})") from exc
-        return cls(run_dir, db)
+            raise StoreError(f"{run.run_db}: cannot open run database ({exc})") from exc
+        return cls(run.root, db)
 
     def close(self) -> None:
         """Close the connection."""
@@ -263,7 +263,7 @@ class RunDB:
             self.db.table("config").upsert_all(
                 [{"key": k, "value": _dumps(v)} for k, v in config.items()], pk="key"
             )
-        atomic_write_json(self.run_dir / CONFIG_NAME, dict(config))
+        atomic_write_json(self.files.config, dict(config))
 
     def read_config(self) -> dict[str, Any]:
         """The stored run configuration."""
@@ -332,7 +332,7 @@ class RunDB:
                 ),
                 batch_size=1000,
             )
-        with open(self.run_dir / METRICS_NAME, "a", encoding="utf-8") as fh:
+        with open(self.files.metrics, "a", encoding="utf-8") as fh:
             fh.write(_dumps(record.to_json()) + "\n")
 
     def _delete_round(self, round_: int) -> None:
@@ -378,7 +378,7 @@ class RunDB:
             _dumps(RoundRecord(**{**r, "metrics": r["metrics"]}).to_json()) + "\n"
             for r in self.rounds()
         ]
-        atomic_write_bytes(self.run_dir / METRICS_NAME, "".join(lines).encode())
+        atomic_write_bytes(self.files.metrics, "".join(lines).encode())
 
     # -- model registry --------------------------------------------------------------------
 

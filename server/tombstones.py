@@ -23,18 +23,15 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from fedpers.privacy.errors import StoreError
+from fedpers.server.run_dir import RunDirectory
 
 __all__ = [
-    "API_DB_NAME",
     "ERASED_REASON",
     "TombstoneReader",
     "device_user_id",
     "read_tombstones",
     "tombstone_of",
 ]
-
-API_DB_NAME = "api.db"
-"""The API's database inside a run directory (``fedpers serve``'s default ``--db``)."""
 
 ERASED_REASON = "erased"
 """The ``participants.reason`` of a device excluded because its user was erased."""
@@ -97,7 +94,7 @@ class TombstoneReader:
     @classmethod
     def for_run(cls, run_dir: Path) -> TombstoneReader:
         """The reader of ``RUN_DIR/api.db``, where ``fedpers serve --run RUN_DIR`` writes."""
-        return cls(Path(run_dir) / API_DB_NAME)
+        return cls(RunDirectory(run_dir).api_db)
 
     def erased(self, devices: Iterable[int]) -> list[int]:
         """The devices of ``devices`` whose user was erased, in the given order.

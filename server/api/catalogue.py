@@ -11,7 +11,6 @@ Nothing here is user data: the catalogue is what every device downloads.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +19,11 @@ from typing import Any
 import numpy as np
 
 from fedpers.privacy.errors import DataError
+from fedpers.server.run_dir import RunDirectory
 
 __all__ = ["CATEGORY_PREFIX", "Catalogue", "catalogue_file", "load_catalogue"]
 
 CATEGORY_PREFIX = "genre:"
-CATALOGUE_NAME = "catalogue.npz"
 
 
 @dataclass(frozen=True)
@@ -115,17 +114,13 @@ def catalogue_file(run_dir: Path) -> Path | None:
 
     ``devices_dir`` of ``config.json`` first, then ``RUN_DIR/devices`` (a moved run).
     """
-    candidates: list[Path] = []
-    config = run_dir / "config.json"
-    if config.is_file():
-        try:
-            devices_dir = json.loads(config.read_text(encoding="utf-8")).get("devices_dir")
-        except (OSError, ValueError, AttributeError):
-            devices_dir = None
-        if isinstance(devices_dir, str) and devices_dir:
-            candidates.append(Path(devices_dir) / CATALOGUE_NAME)
-    candidates.append(run_dir / "devices" / CATALOGUE_NAME)
-    return next((p for p in candidates if p.is_file()), None)
+    run = RunDirectory(run_dir)
+    try:
+        configured = run.read_config().get("devices_dir")
+    except DataError:
+        configured = None
+    folders = run.devices_candidates(configured if isinstance(configured, str) else None)
+    return next((f.catalogue for f in folders if f.catalogue.is_file()), None)
 
 
 def load_catalogue(

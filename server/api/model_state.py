@@ -30,7 +30,8 @@ from fedpers.client.session import SessionConfig
 from fedpers.privacy.errors import FedpersError, StoreError
 from fedpers.server.api.catalogue import Catalogue, load_catalogue
 from fedpers.server.checkpoint import sha256_file
-from fedpers.server.rundb import RUN_DB_NAME, RunDB
+from fedpers.server.run_dir import RunDirectory
+from fedpers.server.rundb import RunDB
 
 __all__ = [
     "ModelHolder",
@@ -41,10 +42,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-MODELS_DIR = "models"
-CONTEXT_POPULARITY_NAME = "context_popularity.npz"
-"""Optional public per-context boosts: one ``[items]`` array per ``"key=value"`` context."""
 
 
 @dataclass(frozen=True)
@@ -120,14 +117,6 @@ def privacy_guarantee(params: Mapping[str, Any], meta: Mapping[str, Any]) -> dic
     }
 
 
-def _model_path(run_dir: Path, registered: str) -> Path:
-    path = Path(registered)
-    for candidate in (path, run_dir / path, run_dir / MODELS_DIR / path.name):
-        if candidate.is_file():
-            return candidate
-    return path
-
-
 def load_context_popularity(run_dir: Path, n_items: int) -> dict[str, np.ndarray]:
     """The run's public per-context popularity boosts (P11), if it provides them.
 
@@ -136,7 +125,7 @@ def load_context_popularity(run_dir: Path, n_items: int) -> dict[str, np.ndarray
     catalogue owner, never from one user. Missing file: no boosts. A bad file is logged
     and ignored.
     """
-    path = run_dir / CONTEXT_POPULARITY_NAME
+    path = RunDirectory(run_dir).context_popularity
     if not path.is_file():
         return {}
     try:
@@ -164,7 +153,7 @@ def load_served_model(
     Raises:
         StoreError: the file is missing, unreadable or does not match the registry's hash.
     """
-    path = _model_path(run_dir, str(row["path"]))
+    path = RunDirectory(run_dir).find_model(str(row["path"]))
     if not path.is_file():
         raise StoreError(f"{path}: the registry's model file is missing")
     digest = sha256_file(path)
@@ -265,15 +254,12 @@ class ModelHolder:
             return True
 
     def _latest(self) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-        if not (self.run_dir / RUN_DB_NAME).is_file():
-            raise StoreError(f"{self.run_dir}: no {RUN_DB_NAME} (not a run directory)")
-        db = RunDB.open(self.run_dir)
+        run = RunDirectory.open(self.run_dir)
+        db = RunDB.open(run.root)
         try:
             return db.latest_model(), db.read_privacy()
         except Exception as exc:  # sqlite errors while the federation writes
-            raise StoreError(
-                f"{self.run_dir / RUN_DB_NAME}: cannot read the registry ({exc})"
-            ) from exc
+            raise StoreError(f"{run.run_db}: cannot read the registry ({exc})") from exc
         finally:
             db.close()
 

@@ -29,9 +29,9 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fedpers.privacy.errors import ConfigError
+from fedpers.server.run_dir import RunDirectory
 
 __all__ = [
-    "DB_NAME",
     "ENV_PREFIX",
     "LEDGER_KEY_BYTES",
     "ApiSettings",
@@ -41,8 +41,6 @@ __all__ = [
 ]
 
 ENV_PREFIX = "FEDPERS_API_"
-DB_NAME = "api.db"
-"""The API's database inside the run directory unless ``db_path`` says otherwise."""
 LEDGER_KEY_BYTES = 32
 
 
@@ -110,7 +108,7 @@ class ApiSettings(BaseSettings):
     @property
     def database_path(self) -> Path:
         """The database file (``db_path`` or ``RUN_DIR/api.db``)."""
-        return self.db_path if self.db_path is not None else self.run_dir / DB_NAME
+        return self.db_path if self.db_path is not None else RunDirectory(self.run_dir).api_db
 
     @property
     def ledger_key_file(self) -> Path:

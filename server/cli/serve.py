@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from fedpers.privacy.errors import ConfigError
+from fedpers.privacy.errors import ConfigError, StoreError
 from fedpers.server.cli.verify_ledger import verify_ledger_command
+from fedpers.server.run_dir import RunDirectory
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -76,17 +77,14 @@ def _database(run: Path | None, db: Path | None) -> Path:
         return db
     if run is None:
         raise ConfigError("give --run RUN_DIR or --db PATH")
-    _check_run(run)
-    from fedpers.server.api.settings import DB_NAME
-
-    return run / DB_NAME
+    return _check_run(run).api_db
 
 
-def _check_run(run: Path) -> None:
-    from fedpers.server.rundb import RUN_DB_NAME
-
-    if not (run / RUN_DB_NAME).is_file():
-        raise ConfigError(f"{run}: not a run directory (no {RUN_DB_NAME}); see `fedpers simulate`")
+def _check_run(run: Path) -> RunDirectory:
+    try:
+        return RunDirectory.open(run)
+    except StoreError as exc:
+        raise ConfigError(f"{exc}; see `fedpers simulate`") from exc
 
 
 def _open(path: Path) -> sqlite_utils.Database:

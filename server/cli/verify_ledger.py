@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from fedpers.privacy.errors import ConfigError
+from fedpers.server.run_dir import RunDirectory
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -33,9 +34,7 @@ def _database_path(run: Path | None, db: Path | None) -> Path:
         return db
     if run is None:
         raise ConfigError("give --run RUN_DIR or --db PATH")
-    from fedpers.server.api.settings import DB_NAME
-
-    return run / DB_NAME
+    return RunDirectory(run).api_db
 
 
 def open_read_only(path: Path) -> sqlite_utils.Database:

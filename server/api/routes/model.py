@@ -16,10 +16,10 @@ from fedpers.server.api.deps import ModelDep, ServeKey
 from fedpers.server.api.errors import NotFoundError
 from fedpers.server.api.serving_deps import ServedDep
 from fedpers.server.api.serving_schemas import ModelPublic, PrivacyGuarantee
+from fedpers.server.run_dir import RunDirectory
 
-__all__ = ["REPORT_NAME", "etag_matches", "router"]
+__all__ = ["etag_matches", "router"]
 
-REPORT_NAME = "report.html"
 DOWNLOAD_PATH = "/v1/model/download"
 
 router = APIRouter(prefix="/v1/model", tags=["model"])
@@ -77,9 +77,9 @@ def download_model(
 @router.get("/report", response_class=FileResponse, responses={200: {"content": {"text/html": {}}}})
 def model_report(key: ServeKey, holder: ModelDep) -> Response:
     """The run's privacy audit report (after ``fedpers audit RUN_DIR``)."""
-    path = holder.run_dir / REPORT_NAME
+    path = RunDirectory(holder.run_dir).report_html
     if not path.is_file():
         raise NotFoundError(
-            f"no audit report yet: run `fedpers audit {holder.run_dir}` to write {REPORT_NAME}"
+            f"no audit report yet: run `fedpers audit {holder.run_dir}` to write {path.name}"
         )
     return FileResponse(path, media_type="text/html")
