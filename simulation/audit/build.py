@@ -29,6 +29,7 @@ import jsonschema
 import numpy as np
 
 from fedpers.client.device_round import initial_user_vector, initial_user_vectors
+from fedpers.client.devices_folder import DevicesFolder
 from fedpers.client.model import ItemSide, ModelConfig, shared_arrays
 from fedpers.client.training.local import LocalTrainConfig
 from fedpers.privacy.audit.report import (
@@ -50,6 +51,7 @@ from fedpers.privacy.consent import ConsentState, Purpose, may_train
 from fedpers.privacy.dp.accounting import epsilon_for
 from fedpers.privacy.dp.noise import noise_share_std
 from fedpers.privacy.errors import ConfigError, DataError, PrivacyAccountingError
+from fedpers.server.run_dir import RunDirectory
 from fedpers.simulation.audit.attacks import (
     CanaryAuditConfig,
     inspect_update,
@@ -89,8 +91,6 @@ from fedpers.simulation.fedsim import (
 )
 
 __all__ = [
-    "REPORT_HTML",
-    "REPORT_JSON",
     "AuditOptions",
     "build_report",
     "consenting_devices",
@@ -103,9 +103,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-REPORT_JSON = "report.json"
-REPORT_HTML = "report.html"
 
 
 @dataclass(frozen=True)
@@ -144,21 +141,21 @@ def split_from_devices(devices_dir: Path) -> tuple[LeaveOneOutSplit, np.ndarray 
     Raises:
         DataError: when the folder lacks those files.
     """
-    seed_path = devices_dir / "seed.npz"
-    holdout = devices_dir / "holdout"
-    if not seed_path.is_file() or not holdout.is_dir():
+    folder = DevicesFolder(devices_dir)
+    if not folder.seed.is_file() or not folder.holdout.is_dir():
         raise DataError(f"{devices_dir}: no seed.npz/holdout to rebuild the data split from")
-    with np.load(seed_path, allow_pickle=False) as seed:
+    with np.load(folder.seed, allow_pickle=False) as seed:
         indptr = np.asarray(seed["indptr"], dtype=np.int64)
         items = np.asarray(seed["items"], dtype=np.int64)
         stamps = np.asarray(seed["timestamps"]).astype(np.int64)
-    test = np.load(holdout / "test.npy", allow_pickle=False).astype(np.int64)
-    valid = np.load(holdout / "valid.npy", allow_pickle=False).astype(np.int64)
-    negatives = np.load(holdout / "negatives.npy", allow_pickle=False).astype(np.int64)
+    test, valid, negatives = (
+        np.load(folder.holdout_file(split), allow_pickle=False).astype(np.int64)
+        for split in ("test", "valid", "negatives")
+    )
     target = "test"
-    population = devices_dir / "population.json"
-    if population.is_file():
-        target = str(json.loads(population.read_text(encoding="utf-8")).get("target", "test"))
+    if folder.population.is_file():
+        population = json.loads(folder.population.read_text(encoding="utf-8"))
+        target = str(population.get("target", "test"))
     if target == "test":
         # the stores hold each device's history before its test item: the training
         # interactions followed by the validation item; drop that last entry again
@@ -173,7 +170,7 @@ def split_from_devices(devices_dir: Path) -> tuple[LeaveOneOutSplit, np.ndarray 
         indptr = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
     features: np.ndarray | None = None
     n_items = int(max(items.max(initial=-1), test.max(initial=-1), valid.max(initial=-1)) + 1)
-    catalogue = devices_dir / "catalogue.npz"
+    catalogue = folder.catalogue
     if catalogue.is_file():
         with np.load(catalogue, allow_pickle=False) as cat:
             n_items = len(cat["item_ids"])
@@ -207,7 +204,7 @@ def consenting_devices(devices_dir: Path, sources: RunSources) -> np.ndarray:
     Returns:
         ``bool[n_devices]``.
     """
-    with np.load(devices_dir / "seed.npz", allow_pickle=False) as seed:
+    with np.load(DevicesFolder(devices_dir).seed, allow_pickle=False) as seed:
         n = int(np.asarray(seed["indptr"]).size - 1)
         no_p10 = np.asarray(seed["no_p10"], dtype=bool) if "no_p10" in seed.files else None
         gpc = np.asarray(seed["gpc"], dtype=bool) if "gpc" in seed.files else None
@@ -306,7 +303,7 @@ def _identify_dataset(split: LeaveOneOutSplit, devices_dir: Path) -> tuple[Any, 
     population size are matched against MovieLens-100K (the only bundled dataset with
     user attributes). Returns ``(data or None, how)``.
     """
-    catalogue = devices_dir / "catalogue.npz"
+    catalogue = DevicesFolder(devices_dir).catalogue
     if not catalogue.is_file() or split.n_users != 943 or split.n_items != 1682:
         return None, "the run's dataset has no user attributes the auditor can recognise"
     try:
@@ -731,8 +728,8 @@ def build_report(run_dir: str | Path, options: AuditOptions | None = None) -> Au
         The report (see :mod:`fedpers.privacy.audit.report`).
 
     Raises:
-        DataError: when ``run_dir`` is not a run directory.
-        StoreError: when a run file cannot be read.
+        StoreError: when ``run_dir`` is not a run directory or a run file cannot be read.
+        DataError: when ``config.json`` is not a JSON object.
     """
     options = options or AuditOptions()
     src = read_run(run_dir)
@@ -826,13 +823,13 @@ def write_report(
         ``(json path, html path, report)``.
 
     Raises:
-        DataError: when the run directory is not one, or the report fails its schema.
+        StoreError: when the run directory is not one.
+        DataError: when the report fails its schema.
     """
-    root = Path(run_dir)
-    report = build_report(root, options)
+    run = RunDirectory(Path(run_dir))
+    report = build_report(run.root, options)
     validate_report(report)
-    json_path = root / REPORT_JSON
-    html_path = root / REPORT_HTML
+    json_path, html_path = run.report_json, run.report_html
     json_path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     html_path.write_text(render_html(report), encoding="utf-8")
     return json_path, html_path, report
