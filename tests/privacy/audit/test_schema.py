@@ -11,7 +11,7 @@ import pytest
 from fedpers.privacy.audit.report import SCHEMA_VERSION, VERDICT_IDS
 from fedpers.privacy.audit.schema import report_schema, schema_text
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_published_schema_matches_code() -> None:
