@@ -62,31 +62,38 @@ from fedpers.client.device_round import (
     training_seed,
 )
 from fedpers.client.model import ModelConfig
+from fedpers.client.protocol import (
+    EVAL_KEYS,
+    DeviceMetrics,
+    DeviceStatistics,
+    DeviceStatus,
+    EvaluationSums,
+    NodeInfo,
+    NodeRequest,
+    ReplyMode,
+    SumMetrics,
+    SumStatistics,
+)
 from fedpers.client.store import EventStore, LedgerEntry
 from fedpers.client.training.local import evaluate_devices
 from fedpers.client.wire import (
     ARRAYS,
     CONFIG,
     EVAL,
-    EVAL_KEYS,
-    FEDERATION,
+    NODE,
+    STATUS,
     SUM,
-    DeviceStatus,
-    ReplyMode,
     array_record,
     arrays_of,
     ciphertext_record,
-    device_ids_of,
-    flatten,
     metrics_key,
-    monitoring_of,
-    record_level_of,
-    secure_agg_of,
+    request_of,
     status_record,
     update_key,
 )
 from fedpers.privacy.consent import may_train
 from fedpers.privacy.dp.accounting import record_level_epsilon
+from fedpers.privacy.dp.clipping import flatten
 from fedpers.privacy.dp.noise import device_rng
 from fedpers.privacy.dp.pipeline import privatize_device_update
 from fedpers.privacy.errors import (
@@ -526,27 +533,18 @@ def _persist(devices: Sequence[_Device], contributions: Sequence[DeviceContribut
 
 def _device_metrics(
     c: DeviceContribution, record_epsilon: float | None, monitoring: bool
-) -> MetricRecord | None:
-    """A device's metric record: adaptive clipping's indicator, statistics only if asked.
+) -> DeviceMetrics:
+    """A device's metrics: adaptive clipping's indicator, statistics only if asked.
 
     Without the run's monitoring flag nothing but the indicator leaves the device (see
-    :mod:`fedpers.client.egress`); ``None`` when there is nothing to send.
+    :mod:`fedpers.client.egress`).
     """
-    metrics: dict[str, int | float] = {}
-    if monitoring:
-        metrics.update(
-            {
-                "norm": float(c.norm),
-                "clipped": int(c.clipped),
-                "n-examples": int(c.n_examples),
-                "loss": float(c.loss),
-            }
-        )
-        if record_epsilon is not None and math.isfinite(record_epsilon):
-            metrics["record-epsilon"] = float(record_epsilon)
-    if c.indicator is not None:
-        metrics["indicator"] = float(c.indicator)
-    return MetricRecord(metrics) if metrics else None  # type: ignore[arg-type]
+    statistics = (
+        DeviceStatistics(c.norm, bool(c.clipped), c.n_examples, c.loss, record_epsilon)
+        if monitoring
+        else None
+    )
+    return DeviceMetrics(c.indicator, statistics)
 
 
 def _sum_reply(
@@ -569,35 +567,84 @@ def _sum_reply(
     for c in contributions:
         for total, array in zip(totals, c.arrays, strict=True):
             total += array
-    metrics: dict[str, Any] = {
-        "count": len(contributions),
-        "device-ids": [int(c.device_id) for c in contributions],
-    }
+    statistics = None
     if monitoring:
         norms = [float(c.norm) for c in contributions]
-        metrics.update(
-            {
-                "clipped": sum(int(c.clipped) for c in contributions),
-                "n-examples": sum(int(c.n_examples) for c in contributions),
-                "loss-sum": float(sum(c.loss for c in contributions)),
-                "norm-sum": float(sum(norms)),
-                "norm-max": float(max(norms)),
-            }
-        )
         finite = [e for e in record_epsilon.values() if math.isfinite(e)]
-        if finite:
-            metrics["record-epsilon-max"] = float(max(finite))
+        statistics = SumStatistics(
+            clipped=sum(int(c.clipped) for c in contributions),
+            n_examples=sum(int(c.n_examples) for c in contributions),
+            loss_sum=float(sum(c.loss for c in contributions)),
+            norm_sum=float(sum(norms)),
+            norm_max=float(max(norms)),
+            record_epsilon_max=max(finite) if finite else None,
+        )
     indicators = [c.indicator for c in contributions if c.indicator is not None]
-    if indicators:
-        metrics["indicator"] = float(sum(indicators))
+    metrics = SumMetrics(
+        count=len(contributions),
+        device_ids=tuple(int(c.device_id) for c in contributions),
+        indicator=float(sum(indicators)) if indicators else None,
+        statistics=statistics,
+    )
     if encryptor is None:
         update = array_record(names, [t.astype(np.float32) for t in totals])
     else:
-        flat = flatten([t.astype(np.float32) for t in totals])
+        flat = flatten(totals)
         ids = [str(int(c.device_id)) for c in contributions]
         payload = encryptor.encrypt(flat, count=len(ids), contributors=ids)
         update = ciphertext_record(payload.to_bytes())
-    return {update_key(SUM): update, metrics_key(SUM): MetricRecord(metrics)}
+    return {update_key(SUM): update, metrics_key(SUM): MetricRecord(metrics.encode())}
+
+
+@dataclass(frozen=True)
+class _RoundInput:
+    """What a ``train`` or ``evaluate`` message gives a node, read once."""
+
+    settings: ClientSettings
+    names: list[str]
+    global_arrays: list[np.ndarray]
+    model_config: ModelConfig
+    instructions: RoundInstructions
+    request: NodeRequest
+    hosted: list[int]
+    statuses: dict[int, DeviceStatus]
+
+
+def _read_round(message: Message, context: Context, settings: ClientSettings) -> _RoundInput:
+    """The global arrays, round instructions and request of a coordinator message.
+
+    Raises:
+        ConfigError: when the message lacks the arrays or the round instructions.
+        DataError: when its ``fedpers`` record is malformed.
+    """
+    content = message.content
+    if ARRAYS not in content.array_records or CONFIG not in content.config_records:
+        raise ConfigError(
+            f"{message.metadata.message_type} message lacks the global arrays or the "
+            "round instructions"
+        )
+    settings = settings.resolve(context.node_config)
+    record = content.array_records[ARRAYS]
+    names = list(record.keys())
+    global_arrays = arrays_of(record)
+    request = request_of(content)
+    hosted, statuses = _hosted_devices(request.device_ids, context, settings)
+    return _RoundInput(
+        settings=settings,
+        names=names,
+        global_arrays=global_arrays,
+        model_config=model_config_from_arrays(names, global_arrays),
+        instructions=RoundInstructions.from_config(dict(content.config_records[CONFIG])),
+        request=request,
+        hosted=hosted,
+        statuses=statuses,
+    )
+
+
+def _reply(message: Message, out: dict[str, Any], statuses: Mapping[int, DeviceStatus]) -> Message:
+    if statuses:
+        out[STATUS] = status_record(statuses)
+    return Message(RecordDict(out), reply_to=message)
 
 
 def train_message(message: Message, context: Context, settings: ClientSettings) -> Message:
@@ -606,54 +653,40 @@ def train_message(message: Message, context: Context, settings: ClientSettings) 
     Raises:
         ConfigError: when the message lacks the arrays, instructions or device list.
     """
-    content = message.content
-    if ARRAYS not in content.array_records or CONFIG not in content.config_records:
-        raise ConfigError("train message lacks the global arrays or the round instructions")
-    settings = settings.resolve(context.node_config)
-    record = content.array_records[ARRAYS]
-    names = list(record.keys())
-    global_arrays = arrays_of(record)
-    model_config = model_config_from_arrays(names, global_arrays)
-    instructions = RoundInstructions.from_config(dict(content.config_records[CONFIG]))
-    fed = content.config_records.get(FEDERATION)
-    reply = (
-        ReplyMode(str(fed.get("reply", ReplyMode.PER_DEVICE.value)))
-        if fed
-        else ReplyMode.PER_DEVICE
-    )
-    secure = secure_agg_of(content)
-    encryptor = _encryptor(settings, secure) if secure is not None else None
-    monitoring = monitoring_of(content)
-    hosted, statuses = _hosted_devices(device_ids_of(content), context, settings)
+    inp = _read_round(message, context, settings)
+    settings, request, instructions = inp.settings, inp.request, inp.instructions
+    model_config, statuses = inp.model_config, inp.statuses
+    encryptor = _encryptor(settings, request.secure) if request.secure is not None else None
     features = _item_features(settings.devices_dir) if model_config.n_item_features else None
-    ready, refused = _load_all(hosted, context, settings, instructions.seed, model_config.dim)
+    ready, refused = _load_all(inp.hosted, context, settings, instructions.seed, model_config.dim)
     statuses.update(refused)
-    record_level = record_level_of(content)
     record_epsilon: dict[int, float] = {}
-    if record_level is None:
+    if request.record_level is None:
         contributions, failed = _train_cohort(
-            ready, global_arrays, model_config, features, instructions
+            ready, inp.global_arrays, model_config, features, instructions
         )
     else:
         contributions, failed, record_epsilon = _train_record_level(
             ready,
-            global_arrays,
+            inp.global_arrays,
             model_config,
             features,
             instructions,
-            record_level,
+            dict(request.record_level),
             settings.record_epsilon_budget,
         )
     statuses.update(failed)
     _persist(ready, contributions)
     out: dict[str, Any] = {}
-    if reply is ReplyMode.SUM and contributions:
-        out.update(_sum_reply(names, contributions, record_epsilon, encryptor, monitoring))
+    if request.reply is ReplyMode.SUM and contributions:
+        out.update(
+            _sum_reply(inp.names, contributions, record_epsilon, encryptor, request.monitoring)
+        )
     else:
         for c in contributions:
             device = int(c.device_id)
             if encryptor is None:
-                out[update_key(device)] = array_record(names, c.arrays)
+                out[update_key(device)] = array_record(inp.names, c.arrays)
             else:
                 try:
                     payload = encryptor.encrypt(flatten(c.arrays), contributors=[str(device)])
@@ -662,12 +695,10 @@ def train_message(message: Message, context: Context, settings: ClientSettings) 
                     statuses[device] = DeviceStatus.FAILED
                     continue
                 out[update_key(device)] = ciphertext_record(payload.to_bytes())
-            metrics = _device_metrics(c, record_epsilon.get(device), monitoring)
-            if metrics is not None:
-                out[metrics_key(device)] = metrics
-    if statuses:
-        out["status"] = status_record(statuses)
-    return Message(RecordDict(out), reply_to=message)
+            metrics = _device_metrics(c, record_epsilon.get(device), request.monitoring).encode()
+            if metrics:
+                out[metrics_key(device)] = MetricRecord(metrics)
+    return _reply(message, out, statuses)
 
 
 def evaluate_message(message: Message, context: Context, settings: ClientSettings) -> Message:
@@ -678,24 +709,15 @@ def evaluate_message(message: Message, context: Context, settings: ClientSetting
     Raises:
         ConfigError: when the message lacks the arrays or instructions.
     """
-    content = message.content
-    if ARRAYS not in content.array_records or CONFIG not in content.config_records:
-        raise ConfigError("evaluate message lacks the global arrays or the instructions")
-    settings = settings.resolve(context.node_config)
-    record = content.array_records[ARRAYS]
-    names = list(record.keys())
-    global_arrays = arrays_of(record)
-    model_config = model_config_from_arrays(names, global_arrays)
-    instructions = RoundInstructions.from_config(dict(content.config_records[CONFIG]))
-    fed = content.config_records.get(FEDERATION)
-    target = str(fed.get("split", "test")) if fed else "test"
+    inp = _read_round(message, context, settings)
+    settings, instructions, model_config = inp.settings, inp.instructions, inp.model_config
+    target = inp.request.split
     if target not in ("test", "valid"):
         raise ConfigError(f"evaluation split must be 'test' or 'valid', got {target!r}")
-    hosted, statuses = _hosted_devices(device_ids_of(content), context, settings)
     ready, refused = _load_all(
-        hosted, context, settings, instructions.seed, model_config.dim, training=False
+        inp.hosted, context, settings, instructions.seed, model_config.dim, training=False
     )
-    statuses.update(refused)
+    statuses = {**inp.statuses, **refused}
     sums = dict.fromkeys(EVAL_KEYS, 0.0)
     count = 0
     if ready:
@@ -709,7 +731,7 @@ def evaluate_message(message: Message, context: Context, settings: ClientSetting
         ]
         features = _item_features(settings.devices_dir) if model_config.n_item_features else None
         result = evaluate_devices(
-            global_arrays,
+            inp.global_arrays,
             model_config,
             features,
             [d.items for d in ready],
@@ -725,12 +747,8 @@ def evaluate_message(message: Message, context: Context, settings: ClientSetting
         for key in EVAL_KEYS:
             values = np.asarray(result[key], dtype=np.float64)[scored]
             sums[key] = float(values.sum()) if values.size else 0.0
-    metrics: dict[str, int | float] = {"count": count}
-    metrics.update({k: v for k, v in sums.items() if math.isfinite(v)})
-    out: dict[str, Any] = {EVAL: MetricRecord(metrics)}  # type: ignore[arg-type]
-    if statuses:
-        out["status"] = status_record(statuses)
-    return Message(RecordDict(out), reply_to=message)
+    out: dict[str, Any] = {EVAL: MetricRecord(EvaluationSums(count, sums).encode())}
+    return _reply(message, out, statuses)
 
 
 def hello_message(message: Message, context: Context, settings: ClientSettings) -> Message:
@@ -742,12 +760,12 @@ def hello_message(message: Message, context: Context, settings: ClientSettings) 
     settings = settings.resolve(context.node_config)
     config = context.node_config
     partition = int(config.get("partition-id", -1))
-    info: dict[str, int | float] = {
-        "partition-id": partition,
-        "num-partitions": int(config.get("num-partitions", 1)),
-        "device-id": int(config.get("device-id", partition)) if settings.mode == "node" else -1,
-    }
-    return Message(RecordDict({"node": MetricRecord(info)}), reply_to=message)  # type: ignore[arg-type]
+    info = NodeInfo(
+        partition_id=partition,
+        num_partitions=int(config.get("num-partitions", 1)),
+        device_id=int(config.get("device-id", partition)) if settings.mode == "node" else -1,
+    )
+    return Message(RecordDict({NODE: MetricRecord(info.encode())}), reply_to=message)
 
 
 def make_client_app(

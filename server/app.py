@@ -4,7 +4,7 @@
 ServerApp). It
 
 1. waits for the expected nodes and asks each, with a ``query`` message, which partition
-   (node mode: which device) it is, to build the :class:`~fedpers.server.strategy.NodeLayout`;
+   (node mode: which device) it is, to build the :class:`~fedpers.server.node_layout.NodeLayout`;
 2. builds the strategy (:class:`~fedpers.server.strategy.FedPersStrategy`, wrapped in
    :class:`~fedpers.server.dp_wrapper.UserLevelDP` for user-level DP) and, with
    ``resume``, restores model, optimiser, sampler, ledger and clip norm from the last
@@ -24,18 +24,19 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from fedpers.client.devices_folder import DevicesFolder
 from fedpers.client.global_model import GlobalModel
 from fedpers.client.model import ItemSide, ModelConfig, shared_arrays
-from fedpers.client.wire import ReplyMode, arrays_of
+from fedpers.client.protocol import ReplyMode
+from fedpers.client.wire import array_record, arrays_of
 from fedpers.privacy.dp.accounting import PrivacyLedger
 from fedpers.privacy.errors import ConfigError
 from fedpers.server.aggregation import PlaintextAggregator, UpdateAggregator
@@ -47,11 +48,12 @@ from fedpers.server.checkpoint import (
 )
 from fedpers.server.config import MONITORING_WARNING, FederationConfig
 from fedpers.server.dp_wrapper import UserDPConfig, UserLevelDP
+from fedpers.server.node_layout import NodeLayout
 from fedpers.server.optimizers import create_server_optimizer
 from fedpers.server.run_dir import RunDirectory
-from fedpers.server.rundb import RoundRecord, RunDB
+from fedpers.server.rundb import RoundRecord, RoundReport, RunDB
 from fedpers.server.secure_aggregation import CkksAggregator, aggregation_backend
-from fedpers.server.strategy import FedPersStrategy, NodeLayout, RoundReport
+from fedpers.server.strategy import FedPersStrategy
 from fedpers.server.tombstone_sampler import ErasureAwareSampler, with_exclusions
 
 __all__ = [
@@ -228,12 +230,6 @@ def _secagg_setup(config: FederationConfig, aggregator: CkksAggregator) -> dict[
     return desc
 
 
-def _record(names: list[str], arrays: list[np.ndarray]) -> ArrayRecord:
-    return ArrayRecord(
-        {n: Array(np.ascontiguousarray(a)) for n, a in zip(names, arrays, strict=True)}
-    )
-
-
 def _save_model(
     config: FederationConfig, arrays: list[np.ndarray], server_round: int, meta: dict[str, Any]
 ) -> Path:
@@ -249,33 +245,8 @@ def _save_model(
 
 
 def _round_record(rep: RoundReport, metrics: dict[str, float], wall: float) -> RoundRecord:
-    values = {"loss": rep.loss} if rep.loss is not None else {}
-    if rep.record_epsilon_max is not None:
-        values["record_epsilon_max"] = rep.record_epsilon_max
-    values.update(metrics)
-    return RoundRecord(
-        round=rep.server_round,
-        status=rep.status,
-        reason=rep.reason,
-        sampled=rep.sampled,
-        participants=rep.accepted,
-        dropped=rep.dropped,
-        refused=rep.refused,
-        noise_multiplier=rep.noise_multiplier,
-        noise_std=rep.noise_std,
-        clip_norm=rep.clip_norm,
-        sample_rate=rep.sample_rate,
-        clipped_fraction=rep.clipped_fraction,
-        norm_min=rep.norm_min,
-        norm_median=rep.norm_median,
-        norm_mean=rep.norm_mean,
-        norm_max=rep.norm_max,
-        epsilon=rep.epsilon,
-        delta=rep.delta,
-        metrics=values,
-        wall_seconds=wall,
-        started_at=rep.started_at,
-    )
+    """The report's summary row with the round's evaluation metrics and wall time."""
+    return replace(rep.record, metrics={**rep.record.metrics, **metrics}, wall_seconds=wall)
 
 
 def _evaluate(
@@ -361,7 +332,7 @@ def _loop(
     top: FedPersStrategy | UserLevelDP = dp if dp is not None else strategy
     outcome = FederationOutcome(last_round=start)
     outcome.rounds_completed = sum(1 for r in db.rounds() if r["status"] == "completed")
-    current = _record(names, arrays)
+    current = array_record(names, arrays)
     for server_round in range(start + 1, config.rounds + 1):
         t0 = time.perf_counter()
         if dp is not None and not dp.budget_allows():
@@ -393,8 +364,8 @@ def _loop(
         if new is not None:
             meta = {
                 "round": server_round,
-                "epsilon": rep.epsilon,
-                "delta": rep.delta,
+                "epsilon": record.epsilon,
+                "delta": record.delta,
                 "run_dir": str(run_dir),
                 "session": config.eval_local_config.session.to_meta(),
             }

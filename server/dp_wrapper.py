@@ -41,7 +41,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
@@ -59,9 +59,11 @@ from fedpers.privacy.dp.pipeline import (
     round_noise,
 )
 from fedpers.privacy.errors import ConfigError
+from fedpers.server.collect import RoundCollection
+from fedpers.server.rundb import RoundReport
 from fedpers.server.sampling import SamplingMethod
-from fedpers.server.secure_aggregation import CkksAggregator, NoisePlan
-from fedpers.server.strategy import FedPersStrategy, RoundReport, train_metrics
+from fedpers.server.secure_aggregation import NoisePlan
+from fedpers.server.strategy import FedPersStrategy, train_metrics
 
 __all__ = ["UserDPConfig", "UserLevelDP"]
 
@@ -117,6 +119,7 @@ class UserLevelDP(Strategy):
     config: UserDPConfig
     ledger: PrivacyLedger
     clip_norm: float
+    keyholder_adds_noise: bool
 
     def __init__(
         self, strategy: FedPersStrategy, config: UserDPConfig, ledger: PrivacyLedger
@@ -126,9 +129,10 @@ class UserLevelDP(Strategy):
         self.config = config
         self.ledger = ledger
         self.clip_norm = config.clip_norm
-        if config.distributed_noise and isinstance(strategy.aggregator, CkksAggregator):
-            # Secure aggregation: the key holder adds the top-up before the sum leaves it.
-            strategy.aggregator.noise_plan = self.noise_plan
+        # Secure aggregation: the key holder adds the top-up before the sum leaves it.
+        self.keyholder_adds_noise = config.distributed_noise and strategy.delegate_noise(
+            self.noise_plan
+        )
 
     # ------------------------------------------------------------------ accounting
 
@@ -215,7 +219,7 @@ class UserLevelDP(Strategy):
             overrides["noise_share_std"] = self.update_noise().share_std
         if self.config.adaptive is not None:
             overrides["indicator_noise_share_std"] = self.count_noise().share_std
-        merged = ConfigRecord({**dict(config or {}), **overrides})  # type: ignore[dict-item]
+        merged = ConfigRecord({**dict(config or {}), **overrides})
         messages: Iterable[Message] = self.strategy.configure_train(
             server_round, arrays, merged, grid
         )
@@ -238,7 +242,7 @@ class UserLevelDP(Strategy):
         noise = self.update_noise(coll.accepted)
         std = noise.sum_std
         # Under secure aggregation the key holder already added the top-up.
-        added_here = 0.0 if isinstance(inner.aggregator, CkksAggregator) else std
+        added_here = 0.0 if self.keyholder_adds_noise else std
         mean = finalize_aggregate(
             coll.total,
             central_noise_std=added_here,
@@ -260,12 +264,11 @@ class UserLevelDP(Strategy):
         new = inner.apply_mean(server_round, mean)
         self.ledger.record(self.round_event())
         rep = self._report(coll, "completed", None, clip, noise_std=std)
-        values = [Array(a) for a in new]
-        return ArrayRecord(dict(zip(inner.names, values, strict=True))), train_metrics(rep)
+        return inner.model_record(new), train_metrics(rep)
 
     def _report(
         self,
-        coll: Any,
+        coll: RoundCollection,
         status: str,
         reason: str | None,
         clip: float,

@@ -55,6 +55,7 @@ __all__ = [
     "EgressRecord",
     "ParticipantRecord",
     "RoundRecord",
+    "RoundReport",
     "RunDB",
 ]
 
@@ -204,6 +205,22 @@ class RoundRecord:
         row = {k: v for k, v in asdict(self).items() if k != "metrics"}
         row.update(self.metrics)
         return {k: _finite_or_none(v) for k, v in row.items()}
+
+
+@dataclass(frozen=True)
+class RoundReport:
+    """One round as the strategy reports it and the run database records it.
+
+    Attributes:
+        record: the round's summary row (the coordinator adds evaluation metrics and
+            the wall time before writing it).
+        participants: one row per sampled device (plus discarded duplicates).
+        egress: the catalogue of every payload the coordinator received in the round.
+    """
+
+    record: RoundRecord
+    participants: list[ParticipantRecord] = field(default_factory=list)
+    egress: list[EgressRecord] = field(default_factory=list)
 
 
 def _finite_or_none(value: Any) -> Any:

@@ -41,7 +41,8 @@ from typing import Any, Protocol
 import numpy as np
 from flwr.app import ArrayRecord
 
-from fedpers.client.wire import ciphertext_of, unflatten
+from fedpers.client.wire import ciphertext_of
+from fedpers.privacy.dp.clipping import unflatten
 from fedpers.privacy.errors import ConfigError, SecureAggregationError
 from fedpers.privacy.secagg import (
     DEFAULT_MIN_CONTRIBUTIONS,

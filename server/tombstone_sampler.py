@@ -13,27 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Protocol, TypeVar
 
 import numpy as np
 
-from fedpers.server.rundb import ParticipantRecord
+from fedpers.server.rundb import ParticipantRecord, RoundReport
 from fedpers.server.sampling import DeviceSampler, SamplingConfig
 from fedpers.server.tombstones import ERASED_REASON, TombstoneReader
 
 __all__ = ["ErasureAwareSampler", "with_exclusions"]
-
-
-class _Report(Protocol):
-    @property
-    def sampled(self) -> int: ...
-    @property
-    def refused(self) -> int: ...
-    @property
-    def participants(self) -> list[ParticipantRecord]: ...
-
-
-R = TypeVar("R", bound=_Report)
 
 
 class ErasureAwareSampler(DeviceSampler):
@@ -68,14 +55,14 @@ class ErasureAwareSampler(DeviceSampler):
         return excluded
 
 
-def with_exclusions(report: R, excluded: list[int]) -> R:
+def with_exclusions(report: RoundReport, excluded: list[int]) -> RoundReport:
     """``report`` with the ``excluded`` devices counted as sampled and refused (``erased``)."""
     if not excluded:
         return report
     records = [ParticipantRecord(int(d), "refused", ERASED_REASON) for d in excluded]
-    return dataclasses.replace(  # type: ignore[type-var]  # R is a dataclass
-        report,
-        sampled=report.sampled + len(excluded),
-        refused=report.refused + len(excluded),
-        participants=[*report.participants, *records],
+    record = dataclasses.replace(
+        report.record,
+        sampled=report.record.sampled + len(excluded),
+        refused=report.record.refused + len(excluded),
     )
+    return dataclasses.replace(report, record=record, participants=[*report.participants, *records])

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from fedpers.client.wire import EVAL_KEYS
+from fedpers.client.protocol import EVAL_KEYS
 from fedpers.privacy.audit.report import (
     ClippingInfo,
     ConsentRound,

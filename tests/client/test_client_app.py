@@ -13,7 +13,7 @@ from flwr.app import Message
 from fedpers.client.app import ClientSettings, device_store_path, make_client_app
 from fedpers.client.consent import ConsentManager
 from fedpers.client.store import EventStore, LedgerEntry
-from fedpers.client.wire import DeviceStatus
+from fedpers.client.protocol import DeviceStatus
 from fedpers.server.app import run_federation
 from fedpers.server.config import FederationConfig
 from fedpers.server.local_grid import LocalGrid
@@ -228,7 +228,8 @@ def test_node_mode_node_refuses_devices_it_does_not_host(tmp_path: Path) -> None
     from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
     from fedpers.client.device_round import RoundInstructions
-    from fedpers.client.wire import ReplyMode, federation_record
+    from fedpers.client.protocol import NodeRequest
+    from fedpers.client.wire import request_record
 
     pop = _population(tmp_path)
     app = make_client_app(ClientSettings(devices_dir=str(pop.devices_dir), mode="node"))
@@ -239,7 +240,7 @@ def test_node_mode_node_refuses_devices_it_does_not_host(tmp_path: Path) -> None
         {
             "arrays": arrays,
             "config": ConfigRecord(RoundInstructions(1, 0, 0.0, 0.0).to_config()),  # type: ignore[arg-type]
-            "fedpers": federation_record([0, 5], ReplyMode.PER_DEVICE),
+            "fedpers": request_record(NodeRequest(device_ids=(0, 5), split="train")),
         }
     )
     [reply] = grid.send_and_receive([Message(content, dst_node_id=node, message_type="train")])

@@ -24,7 +24,7 @@ from fedpers.server.config import MONITORING_WARNING, FederationConfig
 from fedpers.server.local_grid import LocalGrid
 from fedpers.server.rundb import RunDB
 from fedpers.server.secure_aggregation import ckks_backend, ensure_keys
-from fedpers.server.strategy import egress_of
+from fedpers.server.collect import egress_of
 from fedpers.simulation.audit.sections import egress_section
 from fedpers.simulation.data import SyntheticConfig, load_dataset
 from fedpers.simulation.evaluation.protocol import leave_one_out
