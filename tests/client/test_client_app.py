@@ -12,8 +12,8 @@ from flwr.app import Message
 
 from fedpers.client.app import ClientSettings, device_store_path, make_client_app
 from fedpers.client.consent import ConsentManager
-from fedpers.client.store import EventStore, LedgerEntry
 from fedpers.client.protocol import DeviceStatus
+from fedpers.client.store import EventStore, LedgerEntry
 from fedpers.server.app import run_federation
 from fedpers.server.config import FederationConfig
 from fedpers.server.local_grid import LocalGrid

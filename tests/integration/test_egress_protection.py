@@ -20,11 +20,11 @@ from flwr.app import Message
 from fedpers.client.app import ClientSettings, make_client_app
 from fedpers.client.egress import PROTECTED, protection_of
 from fedpers.server.app import run_federation
+from fedpers.server.collect import egress_of
 from fedpers.server.config import MONITORING_WARNING, FederationConfig
 from fedpers.server.local_grid import LocalGrid
 from fedpers.server.rundb import RunDB
 from fedpers.server.secure_aggregation import ckks_backend, ensure_keys
-from fedpers.server.collect import egress_of
 from fedpers.simulation.audit.sections import egress_section
 from fedpers.simulation.data import SyntheticConfig, load_dataset
 from fedpers.simulation.evaluation.protocol import leave_one_out

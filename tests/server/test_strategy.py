@@ -17,8 +17,8 @@ from fedpers.server.aggregation import PlaintextAggregator, check_update_record
 from fedpers.server.app import FederationOutcome, run_federation
 from fedpers.server.config import FederationConfig
 from fedpers.server.local_grid import LocalGrid
-from fedpers.server.rundb import RunDB
 from fedpers.server.node_layout import NodeLayout
+from fedpers.server.rundb import RunDB
 from fedpers.simulation.data import SyntheticConfig, load_dataset
 from fedpers.simulation.evaluation.protocol import leave_one_out
 from fedpers.simulation.population import prepare_devices
