@@ -30,7 +30,6 @@ from fedpers.privacy.errors import StoreCorruptedError, StoreError
 from fedpers.server.run_dir import RunDirectory
 
 __all__ = [
-    "CHECKPOINT_NAME",
     "Checkpoint",
     "atomic_write_bytes",
     "atomic_write_json",
@@ -38,9 +37,6 @@ __all__ = [
     "save_checkpoint",
     "sha256_file",
 ]
-
-CHECKPOINT_NAME = RunDirectory(Path()).checkpoint.name
-"""File name of the latest checkpoint inside a run directory."""
 
 _STATE_KEY = "__state__"
 _ARRAY_TAG = "__ndarray__"

@@ -51,15 +51,12 @@ from fedpers.server.checkpoint import atomic_write_bytes, atomic_write_json
 from fedpers.server.run_dir import RunDirectory
 
 __all__ = [
-    "RUN_DB_NAME",
     "EgressRecord",
     "ParticipantRecord",
     "RoundRecord",
     "RoundReport",
     "RunDB",
 ]
-
-RUN_DB_NAME = RunDirectory(Path()).run_db.name
 
 migrations = Migrations("fedpers.rundb")
 

@@ -1,6 +1,7 @@
 """Enrol a simulated population: one on-device EventStore per user of a dataset.
 
-:func:`prepare_devices` writes, under ``RUN_DIR/devices/``:
+:func:`prepare_devices` writes, under ``RUN_DIR/devices/`` (the names are
+:class:`~fedpers.client.devices_folder.DevicesFolder`'s):
 
 * ``catalogue.npz``: the public catalogue (item ids, attributes, their names and titles),
   which every device and the coordinator may read;
@@ -12,7 +13,7 @@
   simulated consent,
   from which a device's store is created;
 * ``device-NNNNNNN.db``: the stores, one per device
-  (:func:`fedpers.client.app.device_store_path`), created with batched appends: each
+  (:meth:`~fedpers.client.devices_folder.DevicesFolder.store`), created with batched appends: each
   gets the catalogue, its consent (P1, P5, P6 and P10 by default; a chosen fraction of
   devices withholds P10 or sets GPC) and its training events in time order.
 
@@ -35,18 +36,17 @@ from pathlib import Path
 
 import numpy as np
 
-from fedpers.client.app import CATALOGUE_FILE, HOLDOUT_DIR, device_store_path
 from fedpers.client.consent import ConsentManager
+from fedpers.client.devices_folder import DevicesFolder
 from fedpers.client.store import Event, EventStore, EventType
 from fedpers.privacy.consent import Purpose
 from fedpers.privacy.errors import ConfigError, StoreError
+from fedpers.server.run_dir import RunDirectory
 from fedpers.simulation.data.interactions import InteractionData
 from fedpers.simulation.evaluation.protocol import LeaveOneOutSplit, Target
 
 __all__ = [
     "DEFAULT_PURPOSES",
-    "POPULATION_FILE",
-    "SEED_FILE",
     "DevicePopulation",
     "create_device_store",
     "population_is_lazy",
@@ -56,8 +56,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SEED_FILE = "seed.npz"
-POPULATION_FILE = "population.json"
 DEFAULT_PURPOSES = (
     Purpose.STORE_ACCESS,
     Purpose.CREATE_PROFILES,
@@ -144,9 +142,10 @@ def prepare_devices(
         StoreError: when ``devices/`` already holds stores.
         ConfigError: on an out-of-range fraction.
     """
-    devices_dir = Path(run_dir) / "devices"
+    folder = RunDirectory(Path(run_dir)).devices
+    devices_dir = folder.root
     devices_dir.mkdir(parents=True, exist_ok=True)
-    if any(devices_dir.glob("device-*.db")):
+    if folder.stores():
         raise StoreError(f"{devices_dir}: already holds device stores")
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0xD1]))
     n = split.n_users
@@ -158,12 +157,11 @@ def prepare_devices(
         catalogue["item_feature_names"] = np.asarray(data.item_feature_names, dtype=str)
     if data.item_titles is not None:  # public display titles, for the serving API
         catalogue["item_titles"] = np.asarray(data.item_titles, dtype=str)
-    np.savez(devices_dir / CATALOGUE_FILE, **catalogue)  # type: ignore[arg-type]
-    holdout = devices_dir / HOLDOUT_DIR
-    holdout.mkdir(exist_ok=True)
-    np.save(holdout / "test.npy", np.asarray(split.test_items, dtype=np.int64))
-    np.save(holdout / "valid.npy", np.asarray(split.valid_items, dtype=np.int64))
-    np.save(holdout / "negatives.npy", np.asarray(split.sampled_negatives, dtype=np.int64))
+    np.savez(folder.catalogue, **catalogue)  # type: ignore[arg-type]
+    folder.holdout.mkdir(exist_ok=True)
+    np.save(folder.holdout_file("test"), np.asarray(split.test_items, dtype=np.int64))
+    np.save(folder.holdout_file("valid"), np.asarray(split.valid_items, dtype=np.int64))
+    np.save(folder.holdout_file("negatives"), np.asarray(split.sampled_negatives, dtype=np.int64))
     no_p10_mask = np.zeros(n, dtype=bool)
     no_p10_mask[no_p10] = True
     gpc_mask = np.zeros(n, dtype=bool)
@@ -172,7 +170,7 @@ def prepare_devices(
     users = np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr))
     ratings, stamps = _history_rows(data, users, items)
     np.savez(
-        devices_dir / SEED_FILE,
+        folder.seed,
         indptr=np.asarray(indptr, dtype=np.int64),
         items=np.asarray(items, dtype=np.int64),
         timestamps=stamps,
@@ -180,7 +178,7 @@ def prepare_devices(
         no_p10=no_p10_mask,
         gpc=gpc_mask,
     )
-    (devices_dir / POPULATION_FILE).write_text(
+    folder.population.write_text(
         json.dumps(
             {
                 "num_devices": n,
@@ -223,9 +221,10 @@ def _single_thread() -> None:
 
 @lru_cache(maxsize=2)
 def _seed(devices_dir: str) -> dict[str, np.ndarray]:
-    with np.load(Path(devices_dir) / SEED_FILE, allow_pickle=False) as data:
+    folder = DevicesFolder(Path(devices_dir))
+    with np.load(folder.seed, allow_pickle=False) as data:
         seed = {k: np.asarray(data[k]) for k in data.files}
-    with np.load(Path(devices_dir) / CATALOGUE_FILE, allow_pickle=False) as data:
+    with np.load(folder.catalogue, allow_pickle=False) as data:
         seed["item_ids"] = np.asarray(data["item_ids"])
     return seed
 
@@ -238,7 +237,7 @@ def create_device_store(devices_dir: Path, device: int) -> Path:
     """
     seed = _seed(str(devices_dir))
     item_ids: Sequence[str] = seed["item_ids"].tolist()
-    path = device_store_path(devices_dir, device)
+    path = DevicesFolder(devices_dir).store(device)
     lo, hi = int(seed["indptr"][device]), int(seed["indptr"][device + 1])
     events = [
         Event(item_ids[int(i)], EventType.RATING, float(r), float(t))
@@ -269,13 +268,13 @@ def create_device_store(devices_dir: Path, device: int) -> Path:
 
 def population_is_lazy(devices_dir: str | Path) -> bool:
     """Whether the population's stores are created on first use."""
-    path = Path(devices_dir) / POPULATION_FILE
+    path = DevicesFolder(Path(devices_dir)).population
     return bool(path.is_file() and json.loads(path.read_text()).get("lazy"))
 
 
 def provision_device(devices_dir: str, device: int) -> None:
     """Create ``device``'s store if it does not exist yet (lazy enrolment on first use)."""
-    path = device_store_path(devices_dir, device)
+    path = DevicesFolder(Path(devices_dir)).store(device)
     if path.exists():
         return
     try:

@@ -9,7 +9,8 @@ session. When the driver dies the watchdog kills every process that carries the 
 when the guard closes normally it kills whatever is left of it itself. Because the tag
 names the owner (pid and start time), the next start also finds and kills the
 leftovers of an earlier driver that died with its watchdog, and the run directory holds
-a record (:data:`RECORD_NAME`) of the owner while the federation runs.
+a record (``RUN_DIR/ray_owner.json``,
+:attr:`~fedpers.server.run_dir.RunDirectory.ray_owner`) of the owner while the federation runs.
 
 Processes are read from ``/proc`` (Linux); elsewhere the guard only records the owner.
 """
@@ -27,9 +28,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from fedpers.server.run_dir import RunDirectory
+
 __all__ = [
     "OWNER_ENV",
-    "RECORD_NAME",
     "kill_owned",
     "kill_stale",
     "owned_processes",
@@ -42,9 +44,6 @@ logger = logging.getLogger(__name__)
 
 OWNER_ENV = "FEDPERS_RAY_OWNER"
 """Environment variable naming the ``fedpers simulate`` process that owns a Ray process."""
-
-RECORD_NAME = "ray_owner.json"
-"""The run directory's record of the process that runs its Ray session (removed on exit)."""
 
 _PROC = Path("/proc")
 _POLL_S = 0.5
@@ -148,7 +147,7 @@ def _watch(tag: str) -> None:
 
 
 def _write_record(run_dir: Path, tag: str, watchdog: int | None) -> Path:
-    record = run_dir / RECORD_NAME
+    record = RunDirectory(run_dir).ray_owner
     payload = {"owner": tag, "owner_pid": int(tag.split(":")[0]), "watchdog_pid": watchdog}
     record.write_text(json.dumps(payload, indent=2) + "\n")
     return record
@@ -156,7 +155,7 @@ def _write_record(run_dir: Path, tag: str, watchdog: int | None) -> Path:
 
 def _clean_earlier(run_dir: Path) -> None:
     killed = kill_stale()
-    record = run_dir / RECORD_NAME
+    record = RunDirectory(run_dir).ray_owner
     if record.is_file():
         with contextlib.suppress(OSError, ValueError):
             earlier = json.loads(record.read_text()).get("owner", "")

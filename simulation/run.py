@@ -32,10 +32,11 @@ from fedpers.client.app import ClientSettings, make_client_app
 from fedpers.privacy.dp.accounting import default_delta, epsilon_for
 from fedpers.privacy.errors import ConfigError, StoreError
 from fedpers.server.app import FederationOutcome, RoundProgress, make_server_app
-from fedpers.server.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from fedpers.server.checkpoint import load_checkpoint
 from fedpers.server.config import FederationConfig
 from fedpers.server.optimizers import OPTIMIZERS
-from fedpers.server.rundb import RUN_DB_NAME, RunDB
+from fedpers.server.run_dir import RunDirectory
+from fedpers.server.rundb import RunDB
 from fedpers.server.sampling import SamplingConfig, SamplingMethod
 from fedpers.simulation.data import load_dataset
 from fedpers.simulation.evaluation.protocol import leave_one_out
@@ -122,7 +123,7 @@ def build_config(
     if options.secure_agg == "he":
         from fedpers.server.secure_aggregation import ensure_keys
 
-        keys_dir = str(ensure_keys(Path(options.keys or run_dir / "keys")).resolve())
+        keys_dir = str(ensure_keys(Path(options.keys or RunDirectory(run_dir).keys)).resolve())
     data = load_dataset(options.dataset, seed=options.seed, synthetic=synthetic)
     split = leave_one_out(data, seed=options.seed)
     user_level = options.dp in ("user", "both")
@@ -141,7 +142,7 @@ def build_config(
     num_nodes = split.n_users if options.mode == "node" else max(1, options.num_nodes)
     config = FederationConfig(
         run_dir=str(run_dir),
-        devices_dir=str(run_dir / "devices"),
+        devices_dir=str(RunDirectory(run_dir).devices.root),
         rounds=_pick(options.rounds, recipe.rounds if recipe else None, 10),
         num_devices=split.n_users,
         n_items=split.n_items,
@@ -414,11 +415,11 @@ def simulate(
         lazy = population_is_lazy(config.devices_dir)
         return _run(config, facts, start, lazy, True, progress, on_start, verbose)
     run_dir = Path(options.out)
-    if (run_dir / "run.db").exists():
+    if RunDirectory(run_dir).run_db.exists():
         raise ConfigError(f"{run_dir} already holds a run; use --resume {run_dir} or another --out")
     check_options(options)
     # a failure before the first checkpoint removes what this call created in run_dir
-    with output_dir(run_dir, keep_if=lambda d: (d / CHECKPOINT_NAME).is_file()):
+    with output_dir(run_dir, keep_if=lambda d: RunDirectory(d).checkpoint.is_file()):
         config, facts = build_config(options, run_dir.resolve())
         return _run(config, facts, start, options.lazy_devices, False, progress, on_start, verbose)
 
@@ -448,12 +449,12 @@ def check_options(options: SimulateOptions) -> None:
 
 def _check_resumable(run_dir: Path) -> None:
     """Refuse a ``--resume`` directory that holds no run, without writing into it."""
-    if not run_dir.is_dir():
-        raise StoreError(f"{run_dir}: no such run directory to resume")
-    if not (run_dir / RUN_DB_NAME).is_file():
-        raise StoreError(f"{run_dir}: not a run directory (no {RUN_DB_NAME}); nothing to resume")
-    if not (run_dir / CHECKPOINT_NAME).is_file():
-        raise StoreError(f"{run_dir / CHECKPOINT_NAME}: no checkpoint to resume from")
+    try:
+        run = RunDirectory.open(run_dir)
+    except StoreError as exc:
+        raise StoreError(f"{exc}; nothing to resume") from exc
+    if not run.checkpoint.is_file():
+        raise StoreError(f"{run.checkpoint}: no checkpoint to resume from")
 
 
 def _run(

@@ -1,6 +1,7 @@
 """Read run directories without changing them: what ``fedpers runs list|log`` shows.
 
-A run directory (see ``docs/concepts.md``) holds ``config.json``, ``metrics.jsonl`` (one
+A run directory (see ``docs/concepts.md`` and
+:class:`~fedpers.server.run_dir.RunDirectory`) holds ``config.json``, ``metrics.jsonl`` (one
 JSON object per round), ``run.db`` and, once audited, ``report.json``. Everything here
 only reads: ``run.db`` is opened read-only, so listing a folder of runs never creates
 or migrates a database in it.
@@ -22,23 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from fedpers.privacy.errors import DataError
+from fedpers.server.run_dir import RunDirectory
 
 __all__ = [
-    "CONFIG_FILE",
-    "METRICS_FILE",
-    "RUN_DB_FILE",
     "RunSummary",
-    "is_run_dir",
     "list_runs",
     "read_round_log",
     "summarize_run",
 ]
-
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.jsonl"
-RUN_DB_FILE = "run.db"
-CHECKPOINT_FILE = "checkpoint.npz"
-REPORT_FILE = "report.json"
 
 
 @dataclass(frozen=True)
@@ -81,21 +73,18 @@ class RunSummary:
         return asdict(self)
 
 
-def is_run_dir(path: Path) -> bool:
-    """Whether ``path`` holds a run (its ``config.json`` or ``run.db``)."""
-    return (path / CONFIG_FILE).is_file() or (path / RUN_DB_FILE).is_file()
-
-
 def read_round_log(run_dir: Path) -> list[dict[str, Any]]:
     """The rounds of ``run_dir/metrics.jsonl`` in order (an empty list before round 1).
 
     Raises:
         DataError: when ``run_dir`` is not a run directory or the file is malformed.
     """
-    run_dir = Path(run_dir)
-    if not is_run_dir(run_dir):
-        raise DataError(f"{run_dir}: not a run directory (no {CONFIG_FILE} or {RUN_DB_FILE})")
-    path = run_dir / METRICS_FILE
+    run = RunDirectory(Path(run_dir))
+    if not run.holds_run():
+        raise DataError(
+            f"{run.root}: not a run directory (no {run.config.name} or {run.run_db.name})"
+        )
+    path = run.metrics
     if not path.is_file():
         return []
     rows: list[dict[str, Any]] = []
@@ -112,17 +101,16 @@ def read_round_log(run_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_config(run: RunDirectory) -> dict[str, Any]:
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return run.read_config()
+    except DataError:
         return {}
-    return value if isinstance(value, dict) else {}
 
 
-def _read_privacy(run_dir: Path) -> dict[str, Any]:
+def _read_privacy(run: RunDirectory) -> dict[str, Any]:
     """The ``privacy`` table of ``run.db``, opened read-only ({} when absent)."""
-    path = run_dir / RUN_DB_FILE
+    path = run.run_db
     if not path.is_file():
         return {}
     # A closed run has no -wal file: open it immutable, which creates no -wal/-shm files
@@ -140,9 +128,9 @@ def _read_privacy(run_dir: Path) -> dict[str, Any]:
     return {str(key): json.loads(value) for key, value in rows}
 
 
-def _created(run_dir: Path, rounds: list[dict[str, Any]]) -> str | None:
+def _created(run: RunDirectory, rounds: list[dict[str, Any]]) -> str | None:
     stamps = [r["started_at"] for r in rounds[:1] if r.get("started_at")]
-    config = run_dir / CONFIG_FILE
+    config = run.config
     if config.is_file():
         stamps.append(config.stat().st_mtime)
     if not stamps:
@@ -163,10 +151,10 @@ def summarize_run(run_dir: Path) -> RunSummary:
     Raises:
         DataError: when ``run_dir`` is not a run directory.
     """
-    run_dir = Path(run_dir)
-    rounds = read_round_log(run_dir)
-    config = _read_json(run_dir / CONFIG_FILE)
-    privacy = _read_privacy(run_dir)
+    run = RunDirectory(Path(run_dir))
+    rounds = read_round_log(run.root)
+    config = _read_config(run)
+    privacy = _read_privacy(run)
     final = privacy.get("final_metrics") if isinstance(privacy.get("final_metrics"), dict) else None
     planned = config.get("rounds") if isinstance(config.get("rounds"), int) else None
     reason = privacy.get("stopped_reason")
@@ -179,7 +167,7 @@ def summarize_run(run_dir: Path) -> RunSummary:
     epsilon = privacy.get("epsilon") if final is not None else _latest(rounds, "epsilon")
     figures = final if final is not None else {}
     return RunSummary(
-        run_dir=str(run_dir),
+        run_dir=str(run.root),
         status=status,
         rounds_done=len(rounds),
         rounds=planned,
@@ -187,9 +175,9 @@ def summarize_run(run_dir: Path) -> RunSummary:
         epsilon=epsilon,
         hr10_sampled=figures.get("hr10_sampled", _latest(rounds, "hr10_sampled")),
         ndcg10_sampled=figures.get("ndcg10_sampled", _latest(rounds, "ndcg10_sampled")),
-        created=_created(run_dir, rounds),
-        audited=(run_dir / REPORT_FILE).is_file(),
-        resumable=(run_dir / CHECKPOINT_FILE).is_file(),
+        created=_created(run, rounds),
+        audited=run.report_json.is_file(),
+        resumable=run.checkpoint.is_file(),
         reason=reason if isinstance(reason, str) else None,
     )
 
@@ -203,7 +191,7 @@ def list_runs(root: Path) -> list[RunSummary]:
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: no such directory of runs")
-    candidates = [root] if is_run_dir(root) else []
-    candidates += sorted(p for p in root.iterdir() if p.is_dir() and is_run_dir(p))
+    candidates = [root] if RunDirectory(root).holds_run() else []
+    candidates += sorted(p for p in root.iterdir() if p.is_dir() and RunDirectory(p).holds_run())
     summaries = [summarize_run(p) for p in candidates]
     return sorted(summaries, key=lambda s: (s.created or "", s.run_dir))

@@ -188,19 +188,18 @@ def prepare_command(
 
 
 def _prepared(plan: DeploymentPlan, commands: DeploymentCommands) -> dict[str, Any]:
-    root = plan.root
     files: dict[str, Any] = {
         "config": str(plan.config_path),
-        "plan": str(root / "deployment.json"),
-        "devices": str(root / "devices"),
+        "plan": str(plan.directory.deployment_plan),
+        "devices": str(plan.directory.devices.root),
         "flwr_config": str(plan.flwr_home("cli") / "config.toml"),
     }
     if plan.secure_agg == "he":
         files["public_context"] = str(plan.nodes[0]["secagg-context"])
     if plan.tls:
         files["ca_cert"] = str(plan.ca_cert)
-        files["server_cert"] = str(root / "tls" / "server.crt")
-        files["server_key"] = str(root / "tls" / "server.key")
+        files["server_cert"] = str(plan.server_cert)
+        files["server_key"] = str(plan.server_key)
     if plan.auth:
         files["supernode_keys"] = [str(plan.node_key(i)) for i in range(len(plan.nodes))]
     return {

@@ -256,8 +256,7 @@ def _run_status(group: ProcessGroup, plan: DeploymentPlan, run_id: str) -> tuple
 
 def _result(plan: DeploymentPlan, run_id: str, seconds: float) -> dict[str, Any]:
     """The finished run's figures from its run database."""
-    db_path = plan.root / "run.db"
-    if not db_path.exists():
+    if not plan.directory.run_db.exists():
         raise StoreError(f"{plan.run_dir}: the run finished without a run database")
     with RunDB.open(plan.root) as db:
         privacy = db.read_privacy()
@@ -285,7 +284,7 @@ def _result(plan: DeploymentPlan, run_id: str, seconds: float) -> dict[str, Any]
 
 def _ran_to_the_end(plan: DeploymentPlan) -> bool:
     """Whether the ServerApp wrote its final entry to the run database (a cheap read)."""
-    path = plan.root / "run.db"
+    path = plan.directory.run_db
     if not path.exists():
         return False
     try:
@@ -359,14 +358,14 @@ def run_local(
             f"{plan.run_dir} was prepared for SuperLink host {plan.host}; `fedpers deploy local` "
             "runs on 127.0.0.1 only (prepare with the default --host)"
         )
-    if (plan.root / "run.db").exists():
+    if plan.directory.run_db.exists():
         raise ConfigError(f"{plan.run_dir} already holds a run; prepare a new run directory")
     plan = replace(plan, port=free_port(), node_ports=[free_port() for _ in plan.nodes])
     write_flower_config(plan)
     commands = deployment_commands(plan, full_paths=True)
     notify = on_status or (lambda _line: None)
     start = time.perf_counter()
-    with processes(plan.root / "logs") as group:
+    with processes(plan.directory.logs) as group:
         group.start("superlink", commands.superlink)
         wait_listening(group, "superlink", plan.port, timeout=60)
         notify(f"SuperLink on {plan.host}:{plan.port} (TLS {'on' if plan.tls else 'off'})")

@@ -32,13 +32,18 @@ from typing import Any
 from fedpers.privacy.errors import ConfigError, StoreError
 from fedpers.privacy.secagg import PUBLIC_CONTEXT_FILE
 from fedpers.server.config import FederationConfig
-from fedpers.simulation.deploy.credentials import write_node_keys, write_tls
+from fedpers.server.run_dir import RunDirectory
+from fedpers.simulation.deploy.credentials import (
+    CA_CERT,
+    SERVER_CERT,
+    SERVER_KEY,
+    write_node_keys,
+    write_tls,
+)
 from fedpers.simulation.run import SimulateOptions, build_config
 
 __all__ = [
-    "CONFIG_FILE",
     "CONNECTION",
-    "PLAN_FILE",
     "Command",
     "DeploymentCommands",
     "DeploymentPlan",
@@ -51,8 +56,6 @@ __all__ = [
     "write_flower_config",
 ]
 
-CONFIG_FILE = "config.json"
-PLAN_FILE = "deployment.json"
 CONNECTION = "fedpers"
 """Name of the SuperLink connection in the ``flwr`` CLI's ``config.toml``."""
 _APP_NAME = "fedpers"
@@ -91,26 +94,41 @@ class DeploymentPlan:
         return Path(self.run_dir)
 
     @property
+    def directory(self) -> RunDirectory:
+        """The run directory's files and folders."""
+        return RunDirectory(self.root)
+
+    @property
     def config_path(self) -> Path:
         """``RUN_DIR/config.json``."""
-        return self.root / CONFIG_FILE
+        return self.directory.config
 
     @property
     def ca_cert(self) -> Path:
         """The CA certificate SuperNodes and the CLI verify the SuperLink with."""
-        return self.root / "tls" / "ca.crt"
+        return self.directory.tls / CA_CERT
+
+    @property
+    def server_cert(self) -> Path:
+        """The SuperLink's certificate (signed by :attr:`ca_cert`)."""
+        return self.directory.tls / SERVER_CERT
+
+    @property
+    def server_key(self) -> Path:
+        """The SuperLink's private key (0600)."""
+        return self.directory.tls / SERVER_KEY
 
     def node_key(self, index: int) -> Path:
         """SuperNode ``index``'s private key (OpenSSH, 0600)."""
-        return self.root / "auth" / f"supernode-{index}.key"
+        return self.directory.auth / f"supernode-{index}.key"
 
     def node_public_key(self, index: int) -> Path:
         """SuperNode ``index``'s public key (registered with the SuperLink)."""
-        return self.root / "auth" / f"supernode-{index}.pub"
+        return self.directory.auth / f"supernode-{index}.pub"
 
     def flwr_home(self, process: str) -> Path:
         """The ``FLWR_HOME`` of ``process`` (``superlink``, ``supernode-<i>``, ``cli``)."""
-        return self.root / "flwr" / process
+        return self.directory.flwr / process
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (``deployment.json``)."""
@@ -234,20 +252,21 @@ def prepare_deployment(
     if options.lazy_devices:
         raise ConfigError("a deployment creates every device store up front (no lazy devices)")
     run_dir = Path(run_dir).resolve()
-    if (run_dir / CONFIG_FILE).exists() or (run_dir / "run.db").exists():
+    run = RunDirectory(run_dir)
+    if run.config.exists() or run.run_db.exists():
         raise ConfigError(f"{run_dir} already holds a run; choose another --out")
     _quoted(str(run_dir), "the run directory")
     run_dir.mkdir(parents=True, exist_ok=True)
     config, _ = build_config(options, run_dir)
     nodes = _node_configs(config)
-    (run_dir / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    run.config.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     if tls:
-        write_tls(run_dir / "tls", host)
+        write_tls(run.tls, host)
     if auth:
-        write_node_keys(run_dir / "auth", len(nodes))
+        write_node_keys(run.auth, len(nodes))
     plan = DeploymentPlan(
         run_dir=str(run_dir),
-        app_dir=str(flower_app_dir(run_dir / "flwr" / "app")),
+        app_dir=str(flower_app_dir(run.flwr / "app")),
         host=host,
         port=free_port(),
         node_ports=[free_port() for _ in nodes],
@@ -256,7 +275,7 @@ def prepare_deployment(
         secure_agg=config.secure_agg,
         nodes=nodes,
     )
-    (run_dir / PLAN_FILE).write_text(json.dumps(plan.to_dict(), indent=2) + "\n")
+    run.deployment_plan.write_text(json.dumps(plan.to_dict(), indent=2) + "\n")
     write_flower_config(plan)
     return plan
 
@@ -267,9 +286,9 @@ def load_plan(run_dir: Path | str) -> DeploymentPlan:
     Raises:
         ConfigError: when the folder was not prepared with ``fedpers deploy prepare``.
     """
-    path = Path(run_dir) / PLAN_FILE
+    path = RunDirectory(Path(run_dir)).deployment_plan
     if not path.is_file():
-        raise ConfigError(f"{run_dir}: no {PLAN_FILE}; run `fedpers deploy prepare` first")
+        raise ConfigError(f"{run_dir}: no {path.name}; run `fedpers deploy prepare` first")
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
@@ -355,16 +374,14 @@ def deployment_commands(plan: DeploymentPlan, *, full_paths: bool = False) -> De
         full_paths: name the executables by their path in this interpreter's bin folder.
     """
     exe = _tool if full_paths else (lambda name: name)
-    root = plan.root
-    tls = root / "tls"
     server_tls = (
         [
             "--ssl-ca-certfile",
-            str(tls / "ca.crt"),
+            str(plan.ca_cert),
             "--ssl-certfile",
-            str(tls / "server.crt"),
+            str(plan.server_cert),
             "--ssl-keyfile",
-            str(tls / "server.key"),
+            str(plan.server_key),
         ]
         if plan.tls
         else ["--insecure"]

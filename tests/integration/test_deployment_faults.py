@@ -28,8 +28,8 @@ import numpy as np
 import pytest
 
 from fedpers.privacy.errors import StoreError
-from fedpers.server.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from fedpers.server.rundb import RUN_DB_NAME, RunDB
+from fedpers.server.checkpoint import load_checkpoint
+from fedpers.server.rundb import RunDB
 from fedpers.simulation.data import SyntheticConfig, generate_synthetic, write_interaction_log
 from fedpers.simulation.deploy.launcher import ProcessGroup, processes, wait_listening
 from fedpers.simulation.deploy.plan import (
@@ -98,7 +98,7 @@ def _plan(run_dir: Path, log: Path, **kw: Any) -> DeploymentPlan:
 
 def _rounds(plan: DeploymentPlan) -> list[dict[str, Any]]:
     """The run's rounds so far ([] while the ServerApp still creates the database)."""
-    if not (plan.root / RUN_DB_NAME).is_file():
+    if not plan.directory.run_db.is_file():
         return []
     try:
         with RunDB.open(plan.root) as db:
@@ -108,7 +108,7 @@ def _rounds(plan: DeploymentPlan) -> list[dict[str, Any]]:
 
 
 def _finished(plan: DeploymentPlan) -> bool:
-    if not (plan.root / RUN_DB_NAME).is_file():
+    if not plan.directory.run_db.is_file():
         return False
     try:
         with RunDB.open(plan.root) as db:
@@ -211,7 +211,7 @@ def test_a_restarted_superlink_resumes_to_the_same_model(folder: Path, tiny_log:
             "the resumed run",
             group,
         )
-    assert (plan.root / CHECKPOINT_NAME).is_file()
+    assert plan.directory.checkpoint.is_file()
     with RunDB.open(plan.root) as db:
         epsilon = float(db.read_privacy()["epsilon"])
         assert [r["round"] for r in db.rounds()] == list(range(1, ROUNDS + 1))

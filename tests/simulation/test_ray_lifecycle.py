@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from fedpers.server.run_dir import RunDirectory
 from fedpers.simulation.ray_lifecycle import (
     OWNER_ENV,
-    RECORD_NAME,
     kill_stale,
     owned_processes,
     owner_alive,
@@ -80,7 +80,7 @@ def _start_driver(tmp_path: Path) -> tuple[subprocess.Popen[bytes], int]:
 def test_sigkill_of_the_driver_kills_its_detached_agents(tmp_path: Path) -> None:
     driver, agent = _start_driver(tmp_path)
     try:
-        assert (tmp_path / RECORD_NAME).is_file()
+        assert RunDirectory(tmp_path).ray_owner.is_file()
         assert _alive(agent)
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait()
@@ -97,11 +97,11 @@ def test_a_normal_exit_kills_what_is_left_and_removes_the_record(tmp_path: Path)
         agent = subprocess.Popen(
             [sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True
         )
-        assert (tmp_path / RECORD_NAME).is_file()
+        assert RunDirectory(tmp_path).ray_owner.is_file()
         assert owned_processes().get(agent.pid) == owner_tag()
     try:
         assert agent.wait(timeout=10) == -signal.SIGKILL
-        assert not (tmp_path / RECORD_NAME).exists()
+        assert not RunDirectory(tmp_path).ray_owner.exists()
         assert OWNER_ENV not in os.environ
     finally:
         _kill(agent.pid)
