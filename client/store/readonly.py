@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -63,7 +64,7 @@ def connect_readonly(path: Path) -> sqlite3.Connection:
     return conn
 
 
-class ReadOnlyStore:
+class ReadOnlyStore(AbstractContextManager["ReadOnlyStore"]):
     """One device store, read without changing a byte of it.
 
     Every read raises :class:`StoreError` naming the file when the store cannot be read.
@@ -77,6 +78,16 @@ class ReadOnlyStore:
         self._conn = conn
         rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
         self._tables = frozenset(str(r[0]) for r in rows)
+
+    @property
+    def path(self) -> Path:
+        """The store file."""
+        return self._path
+
+    @property
+    def tables(self) -> frozenset[str]:
+        """The tables the file holds (older schemas hold fewer)."""
+        return self._tables
 
     @classmethod
     def open(cls, path: str | Path) -> ReadOnlyStore:
@@ -103,21 +114,8 @@ class ReadOnlyStore:
         """Close the connection (closing twice is fine)."""
         self._conn.close()
 
-    def __enter__(self) -> ReadOnlyStore:
-        return self
-
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-    @property
-    def path(self) -> Path:
-        """The store file."""
-        return self._path
-
-    @property
-    def tables(self) -> frozenset[str]:
-        """The tables the file holds (older schemas hold fewer)."""
-        return self._tables
 
     def _read(self, what: Callable[[sqlite3.Connection], _T]) -> _T:
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,14 @@ def _fingerprint(path: Path) -> dict[str, str]:
         if f.exists():
             out[suffix] = hashlib.sha256(f.read_bytes()).hexdigest()
     return out
+
+
+def _run_sql(path: Path, script: str) -> Path:
+    """Run ``script`` on the SQLite file at ``path`` (created when missing) and commit."""
+    with closing(sqlite3.connect(path)) as conn:
+        conn.executescript(script)
+        conn.commit()
+    return path
 
 
 @pytest.fixture
@@ -86,9 +95,8 @@ def test_an_erased_store_reads_as_empty(store_file: Path) -> None:
 
 
 def test_an_older_schema_has_no_ledger_or_personal_state(tmp_path: Path) -> None:
-    path = tmp_path / "old.db"
-    conn = sqlite3.connect(path)
-    conn.executescript(
+    path = _run_sql(
+        tmp_path / "old.db",
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);"
         "CREATE TABLE catalogue (id INTEGER PRIMARY KEY, item TEXT, idx INTEGER);"
         "CREATE TABLE events (id INTEGER PRIMARY KEY, item_id INTEGER, event_type TEXT,"
@@ -97,10 +105,8 @@ def test_an_older_schema_has_no_ledger_or_personal_state(tmp_path: Path) -> None
         " updated_at REAL);"
         "CREATE TABLE consent_log (id INTEGER PRIMARY KEY, at REAL, action TEXT,"
         " purposes TEXT, granted TEXT, gpc INTEGER);"
-        "INSERT INTO consent VALUES (1, '[1, 10]', 1, 5.0);"
+        "INSERT INTO consent VALUES (1, '[1, 10]', 1, 5.0);",
     )
-    conn.commit()
-    conn.close()
     with ReadOnlyStore.open(path) as store:
         assert store.epsilon_spent() is None and store.user_vector() is None
         consent = store.consent()
@@ -111,11 +117,7 @@ def test_an_older_schema_has_no_ledger_or_personal_state(tmp_path: Path) -> None
 def test_refuses_what_is_not_a_device_store(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="no such SQLite file"):
         ReadOnlyStore.open(tmp_path / "missing.db")
-    other = tmp_path / "other.db"
-    conn = sqlite3.connect(other)
-    conn.execute("CREATE TABLE t (x)")
-    conn.commit()
-    conn.close()
+    other = _run_sql(tmp_path / "other.db", "CREATE TABLE t (x);")
     with pytest.raises(StoreError, match="not a fedpers device store"):
         ReadOnlyStore.open(other)
     garbage = tmp_path / "garbage.db"
@@ -125,10 +127,7 @@ def test_refuses_what_is_not_a_device_store(tmp_path: Path) -> None:
 
 
 def test_a_malformed_row_is_a_store_error(store_file: Path) -> None:
-    conn = sqlite3.connect(store_file)
-    conn.execute("UPDATE consent SET purposes = 'not json' WHERE id = 1")
-    conn.commit()
-    conn.close()
+    _run_sql(store_file, "UPDATE consent SET purposes = 'not json' WHERE id = 1;")
     with (
         ReadOnlyStore.open(store_file) as store,
         pytest.raises(StoreError, match="consent row cannot be read"),
