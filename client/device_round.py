@@ -30,6 +30,7 @@ import numpy as np
 
 from fedpers.client.model import ModelConfig
 from fedpers.client.training.local import LocalTrainConfig, init_user_vector, train_devices
+from fedpers.client.training.update import LocalUpdate
 from fedpers.privacy.dp.noise import device_rng
 from fedpers.privacy.dp.pipeline import privatize_device_update
 from fedpers.privacy.errors import ConfigError
@@ -41,6 +42,7 @@ __all__ = [
     "evaluation_seed",
     "initial_user_vector",
     "initial_user_vectors",
+    "privatize",
     "run_device_rounds",
     "training_seed",
 ]
@@ -255,26 +257,39 @@ def run_device_rounds(
         instructions.local,
         seeds,
     )
-    clip = instructions.clip_norm if instructions.private else NO_CLIP
-    out: list[DeviceContribution] = []
-    for device_id, update in zip(device_ids, updates, strict=True):
-        private = privatize_device_update(
-            update.delta,
-            clip,
-            instructions.noise_share_std,
-            device_rng(seed, rnd, device_id, "noise"),
-            indicator_noise_share_std=instructions.indicator_noise_share_std,
-        )
-        out.append(
-            DeviceContribution(
-                device_id=device_id,
-                arrays=private.arrays,
-                norm=private.norm,
-                clipped=private.clipped,
-                n_examples=update.n_examples,
-                loss=update.loss,
-                user_vector=update.user_vector,
-                indicator=private.indicator,
-            )
-        )
-    return out
+    return [
+        privatize(update, device_id, instructions)
+        for device_id, update in zip(device_ids, updates, strict=True)
+    ]
+
+
+def privatize(
+    update: LocalUpdate, device_id: int | str, instructions: RoundInstructions
+) -> DeviceContribution:
+    """The device side of the privacy pipeline on one device's local update.
+
+    :func:`~fedpers.privacy.dp.pipeline.privatize_device_update` clips the whole delta to
+    ``C`` (no clipping when the round is not private) and adds the device's noise share,
+    drawn from ``device_rng(seed, round, device_id, "noise")``.
+
+    Raises:
+        NonFiniteUpdateError: when the delta is not finite.
+    """
+    seed, rnd = instructions.seed, instructions.server_round
+    private = privatize_device_update(
+        update.delta,
+        instructions.clip_norm if instructions.private else NO_CLIP,
+        instructions.noise_share_std,
+        device_rng(seed, rnd, device_id, "noise"),
+        indicator_noise_share_std=instructions.indicator_noise_share_std,
+    )
+    return DeviceContribution(
+        device_id=device_id,
+        arrays=private.arrays,
+        norm=private.norm,
+        clipped=private.clipped,
+        n_examples=update.n_examples,
+        loss=update.loss,
+        user_vector=update.user_vector,
+        indicator=private.indicator,
+    )

@@ -190,7 +190,8 @@ def _build(
         logger.warning("%s (--monitoring-metrics plaintext)", MONITORING_WARNING)
     if not config.user_level:
         return strategy, None
-    assert config.noise_multiplier is not None
+    if config.noise_multiplier is None:
+        raise ConfigError("user-level DP needs a resolved noise multiplier (resolve_privacy)")
     dp_config = UserDPConfig(
         noise_multiplier=config.noise_multiplier,
         clip_norm=config.clip_norm,

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from flwr.app import Message
+from local_grid import LocalGrid
 
 from fedpers.client.app import ClientSettings, device_store_path, make_client_app
 from fedpers.client.consent import ConsentManager
@@ -16,7 +17,6 @@ from fedpers.client.protocol import DeviceStatus
 from fedpers.client.store import EventStore, LedgerEntry
 from fedpers.server.app import run_federation
 from fedpers.server.config import FederationConfig
-from fedpers.server.local_grid import LocalGrid
 from fedpers.server.rundb import RunDB
 from fedpers.simulation.data import SyntheticConfig, load_dataset
 from fedpers.simulation.evaluation.protocol import leave_one_out

@@ -25,12 +25,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from local_grid import LocalGrid
 
 from fedpers.client.app import ClientSettings, make_client_app
 from fedpers.server.app import SECAGG_SETUP_KEY, initial_arrays, run_federation
 from fedpers.server.checkpoint import load_checkpoint
 from fedpers.server.config import FederationConfig
-from fedpers.server.local_grid import LocalGrid
 from fedpers.server.rundb import RunDB
 from fedpers.simulation.data import SyntheticConfig, generate_synthetic, write_interaction_log
 from fedpers.simulation.deploy.launcher import (

@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 from flwr.app import Message
+from local_grid import LocalGrid
 
 from fedpers.client.app import ClientSettings, make_client_app
 from fedpers.client.egress import PROTECTED, protection_of
 from fedpers.server.app import run_federation
 from fedpers.server.collect import egress_of
 from fedpers.server.config import MONITORING_WARNING, FederationConfig
-from fedpers.server.local_grid import LocalGrid
 from fedpers.server.rundb import RunDB
 from fedpers.server.secure_aggregation import ckks_backend, ensure_keys
 from fedpers.simulation.audit.sections import egress_section

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from local_grid import LocalGrid
 
 from fedpers.client.app import ClientSettings, make_client_app
 from fedpers.client.global_model import GlobalModel
@@ -13,7 +14,6 @@ from fedpers.client.session import SessionConfig
 from fedpers.client.training.local import LocalTrainConfig
 from fedpers.server.app import run_federation
 from fedpers.server.config import FederationConfig
-from fedpers.server.local_grid import LocalGrid
 from fedpers.simulation.data import SyntheticConfig, load_dataset
 from fedpers.simulation.evaluation.protocol import leave_one_out
 from fedpers.simulation.fedsim import FedSimConfig, run_fedsim

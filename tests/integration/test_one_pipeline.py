@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from local_grid import LocalGrid
 
 import fedpers.server.app as server_app
 import fedpers.server.dp_wrapper as dp_wrapper
@@ -25,7 +26,6 @@ from fedpers.client.training.local import LocalTrainConfig
 from fedpers.privacy.dp import pipeline
 from fedpers.server.app import run_federation
 from fedpers.server.config import FederationConfig
-from fedpers.server.local_grid import LocalGrid
 from fedpers.simulation.data import SyntheticConfig, load_dataset
 from fedpers.simulation.evaluation.protocol import leave_one_out
 from fedpers.simulation.fedsim import FedSimConfig, run_fedsim

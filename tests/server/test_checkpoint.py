@@ -97,9 +97,10 @@ def _federation(tmp: Path, rounds: int = 4):  # type: ignore[no-untyped-def]
 
 
 def test_resume_after_a_crash_continues_exactly(tmp_path: Path) -> None:
+    from local_grid import LocalGrid
+
     from fedpers.privacy.dp.accounting import epsilon_for
     from fedpers.server.app import run_federation
-    from fedpers.server.local_grid import LocalGrid
     from fedpers.server.rundb import RunDB
 
     whole_cfg, whole_app = _federation(tmp_path / "whole")
@@ -128,8 +129,9 @@ def test_resume_after_a_crash_continues_exactly(tmp_path: Path) -> None:
 def test_resume_forgets_rounds_written_after_the_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from local_grid import LocalGrid
+
     import fedpers.server.app as server_app
-    from fedpers.server.local_grid import LocalGrid
     from fedpers.server.rundb import RunDB
 
     config, app = _federation(tmp_path, rounds=3)

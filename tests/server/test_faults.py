@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, Context, Message, RecordDict
+from local_grid import Intercept, LocalGrid
 
 from fedpers.client.app import ClientSettings, make_client_app
 from fedpers.privacy.dp.accounting import epsilon_for
 from fedpers.server.app import FederationOutcome, run_federation
 from fedpers.server.checkpoint import load_checkpoint
 from fedpers.server.config import FederationConfig
-from fedpers.server.local_grid import Intercept, LocalGrid
 from fedpers.server.rundb import RunDB
 from fedpers.simulation.data import SyntheticConfig, load_dataset
 from fedpers.simulation.evaluation.protocol import leave_one_out

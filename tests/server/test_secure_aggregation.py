@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tenseal
 from flwr.app import Message, RecordDict
+from local_grid import Intercept, LocalGrid
 
 from fedpers.client.app import ClientSettings, make_client_app
 from fedpers.client.wire import ciphertext_of, ciphertext_record
@@ -16,7 +17,6 @@ from fedpers.privacy.errors import ConfigError
 from fedpers.privacy.secagg import EncryptedUpdate, generate_keys, write_keys
 from fedpers.server.app import SECAGG_SETUP_KEY, FederationOutcome, run_federation
 from fedpers.server.config import FederationConfig
-from fedpers.server.local_grid import Intercept, LocalGrid
 from fedpers.server.rundb import RunDB
 from fedpers.server.secure_aggregation import ckks_backend, ensure_keys
 from fedpers.simulation.data import SyntheticConfig, load_dataset

@@ -9,6 +9,7 @@ import dp_accounting
 import numpy as np
 import pytest
 from dp_accounting.rdp import RdpAccountant
+from local_grid import LocalGrid
 
 from fedpers.client.app import ClientSettings, make_client_app
 from fedpers.client.wire import array_record
@@ -16,7 +17,6 @@ from fedpers.privacy.errors import ConfigError
 from fedpers.server.aggregation import PlaintextAggregator, check_update_record
 from fedpers.server.app import FederationOutcome, run_federation
 from fedpers.server.config import FederationConfig
-from fedpers.server.local_grid import LocalGrid
 from fedpers.server.node_layout import NodeLayout
 from fedpers.server.rundb import RunDB
 from fedpers.simulation.data import SyntheticConfig, load_dataset
@@ -230,8 +230,7 @@ def test_update_record_checks() -> None:
 
 def test_node_layout_from_handshake() -> None:
     from flwr.app import Message, MetricRecord, RecordDict
-
-    from fedpers.server.local_grid import LocalGrid as _Grid
+    from local_grid import LocalGrid as _Grid
 
     _Grid(make_client_app(), 1)  # sets the task identity Messages need
     replies = []

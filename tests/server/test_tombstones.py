@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import torch
+from local_grid import LocalGrid
 
 from fedpers.client.app import ClientSettings, make_client_app
 from fedpers.privacy.errors import StoreError
@@ -20,7 +21,6 @@ from fedpers.server.api.consent_store import tombstone_of as api_tombstone_of
 from fedpers.server.api.db import open_api_db
 from fedpers.server.app import run_federation
 from fedpers.server.config import FederationConfig
-from fedpers.server.local_grid import LocalGrid
 from fedpers.server.rundb import RunDB
 from fedpers.server.sampling import DeviceSampler, SamplingConfig, SamplingMethod
 from fedpers.server.tombstone_sampler import ErasureAwareSampler

@@ -1,4 +1,4 @@
-"""An in-process Flower ``Grid``: a ServerApp and a ClientApp in one process, no Ray.
+"""A test double: an in-process Flower ``Grid`` (ServerApp and ClientApp in one process).
 
 :class:`LocalGrid` implements Flower's :class:`~flwr.serverapp.Grid` by handing every
 pushed message straight to a :class:`~flwr.clientapp.ClientApp` with the destination
@@ -6,10 +6,10 @@ node's :class:`~flwr.app.Context` (partition id in its node config, as in Flower
 simulation engine) and keeping the reply until it is pulled. An exception in the
 ClientApp becomes an error reply, as in Flower.
 
-It serves three purposes: deterministic tests of the coordinator against the real
-ClientApp (including injected faults through ``intercept``), benchmarks that separate
-Flower's transport overhead from the round's computation, and debugging a run under a
-plain Python debugger. ``fedpers simulate`` uses Flower's simulation engine instead.
+It gives deterministic tests of the coordinator against the real ClientApp (including
+injected faults through ``intercept``), without Ray. Tests import it as ``local_grid``
+(``tests/`` is on ``sys.path`` through the root conftest, like ``serve_process``);
+``fedpers simulate`` uses Flower's simulation engine instead.
 """
 
 from __future__ import annotations
