@@ -19,21 +19,13 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
 
-from fedpers.client.hosted_devices import (
-    CATALOGUE_FILE,
-    HOLDOUT_DIR,
-    ClientSettings,
-    device_store_path,
-)
+from fedpers.client.hosted_devices import ClientSettings
 from fedpers.client.replies import evaluate_message, hello_message, train_message
 from fedpers.client.store_pool import POOL
 
 __all__ = [
-    "CATALOGUE_FILE",
-    "HOLDOUT_DIR",
     "ClientSettings",
     "app",
-    "device_store_path",
     "make_client_app",
 ]
 

@@ -31,11 +31,8 @@ from fedpers.privacy.consent import may_train
 from fedpers.privacy.errors import ConfigError, DataError, StoreError
 
 __all__ = [
-    "CATALOGUE_FILE",
-    "HOLDOUT_DIR",
     "ClientSettings",
     "HostedDevice",
-    "device_store_path",
     "holdout_items",
     "hosted_devices",
     "item_features",
@@ -44,25 +41,15 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CATALOGUE_FILE = "catalogue.npz"
-"""Public catalogue data of a devices folder: ``item_features`` (optional)."""
-HOLDOUT_DIR = "holdout"
-"""Simulation only: each device's held-out items (``test.npy``, ``valid.npy``,
-``negatives.npy``, indexed by device id) for the evaluation protocol."""
-
-
-def device_store_path(devices_dir: str | Path, device_id: int) -> Path:
-    """The store file of ``device_id`` inside a devices folder (``device-0000042.db``)."""
-    return DevicesFolder(Path(devices_dir)).store(device_id)
-
 
 @dataclass(frozen=True)
 class ClientSettings:
     """Where a node finds its devices and how it treats them.
 
     Attributes:
-        devices_dir: folder holding the device stores (:func:`device_store_path`), the
-            public ``catalogue.npz`` and, in simulation, ``holdout/``.
+        devices_dir: the devices folder
+            (:class:`~fedpers.client.devices_folder.DevicesFolder`): the device stores,
+            the public ``catalogue.npz`` and, in simulation, ``holdout/``.
         mode: ``"cohort"`` (any device the coordinator names, from ``devices_dir``) or
             ``"node"`` (exactly one device).
         max_open_stores: bound of the per-process cache of open stores.

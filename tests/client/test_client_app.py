@@ -11,8 +11,9 @@ import pytest
 from flwr.app import Message
 from local_grid import LocalGrid
 
-from fedpers.client.app import ClientSettings, device_store_path, make_client_app
+from fedpers.client.app import ClientSettings, make_client_app
 from fedpers.client.consent import ConsentManager
+from fedpers.client.devices_folder import DevicesFolder
 from fedpers.client.protocol import DeviceStatus
 from fedpers.client.store import EventStore, LedgerEntry
 from fedpers.server.app import run_federation
@@ -86,7 +87,7 @@ def _private_bytes(pop: DevicePopulation) -> list[bytes]:
     """Every device's private user vector and history, as the bytes they would travel as."""
     out = []
     for d in range(N_USERS):
-        with EventStore.open(device_store_path(pop.devices_dir, d)) as store:
+        with EventStore.open(DevicesFolder(pop.devices_dir).store(d)) as store:
             vec = store.load_user_vector()
             hist = store.history_indices()
         if vec is not None:
@@ -152,7 +153,7 @@ def test_egress_only_shared_shapes_and_numbers(tmp_path: Path, mode: str, reply:
 
 
 def _set(pop: DevicePopulation, device: int, action: str) -> None:
-    with EventStore.open(device_store_path(pop.devices_dir, device)) as store:
+    with EventStore.open(DevicesFolder(pop.devices_dir).store(device)) as store:
         manager = ConsentManager(store)
         if action == "withdraw-p10":
             manager.withdraw("P10")
@@ -259,7 +260,7 @@ def test_record_level_dp_sgd_fills_the_ledger_and_stops_at_the_budget(tmp_path: 
         "expected_batch_size": 4,
         "epochs": 1.0,
     }
-    with EventStore.open(device_store_path(pop.devices_dir, 0)) as store:
+    with EventStore.open(DevicesFolder(pop.devices_dir).store(0)) as store:
         n0 = int(store.history_indices().size)
     settings = ClientSettings(devices_dir=str(pop.devices_dir), record_epsilon_budget=None)
     # record-level epsilon depends on the device's data size: a monitoring value
@@ -275,7 +276,7 @@ def test_record_level_dp_sgd_fills_the_ledger_and_stops_at_the_budget(tmp_path: 
     app = make_client_app(settings)
     outcome = run_federation(LocalGrid(app, 2, seed=2), config)
     assert outcome.epsilon is None  # no user-level noise: not user-level private
-    with EventStore.open(device_store_path(pop.devices_dir, 0)) as store:
+    with EventStore.open(DevicesFolder(pop.devices_dir).store(0)) as store:
         ledger = store.ledger()
     assert [e.round for e in ledger] == [1, 2]
     q = min(1.0, 4 / n0)

@@ -19,8 +19,9 @@ from local_grid import LocalGrid
 import fedpers.server.app as server_app
 import fedpers.server.dp_wrapper as dp_wrapper
 import fedpers.simulation.fedsim as fedsim
-from fedpers.client.app import ClientSettings, device_store_path, make_client_app
+from fedpers.client.app import ClientSettings, make_client_app
 from fedpers.client.consent import ConsentManager
+from fedpers.client.devices_folder import DevicesFolder
 from fedpers.client.store import EventStore
 from fedpers.client.training.local import LocalTrainConfig
 from fedpers.privacy.dp import pipeline
@@ -44,7 +45,7 @@ def split_and_data():  # type: ignore[no-untyped-def]
 
 def _flower(tmp: Path, data: Any, split: Any, mode: str, distributed: bool) -> list[np.ndarray]:
     pop = prepare_devices(tmp, data, split, seed=3)
-    with EventStore.open(device_store_path(pop.devices_dir, REFUSING)) as store:
+    with EventStore.open(DevicesFolder(pop.devices_dir).store(REFUSING)) as store:
         ConsentManager(store).withdraw("P10")
     config = FederationConfig(
         run_dir=str(tmp),
