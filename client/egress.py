@@ -34,9 +34,9 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from fedpers.client.protocol import EVAL_KEYS, MONITORING_DEVICE_METRICS, MONITORING_SUM_METRICS
+
 __all__ = [
-    "MONITORING_DEVICE_METRICS",
-    "MONITORING_SUM_METRICS",
     "PROTECTED",
     "PROTECTIONS",
     "protection_of",
@@ -56,21 +56,7 @@ PROTECTED: Final = frozenset({"secure_sum", "trusted_coordinator", "participatio
 """Classes a default (non-monitoring) training reply may carry; ``secure_sum`` and
 ``participation`` only, plus errors, with secure aggregation."""
 
-MONITORING_DEVICE_METRICS: Final = ("norm", "clipped", "n-examples", "loss", "record-epsilon")
-"""Per-device training statistics sent only with the monitoring flag."""
-MONITORING_SUM_METRICS: Final = (
-    "clipped",
-    "n-examples",
-    "loss-sum",
-    "norm-sum",
-    "norm-max",
-    "record-epsilon-max",
-)
-"""A cohort node's summed statistics sent only with the monitoring flag."""
-
-_EVAL_NAMES: Final = frozenset(
-    {"count", "hr10_sampled", "ndcg10_sampled", "hr10_full", "ndcg10_full"}
-)
+_EVAL_NAMES: Final = frozenset({"count", *EVAL_KEYS})
 _NODE_NAMES: Final = frozenset({"partition-id", "num-partitions", "device-id"})
 _DEVICE_RECORD = re.compile(r"^(update|metrics)\.\d+$")
 
