@@ -39,6 +39,7 @@ __all__ = [
     "explain_items",
     "profile_scores",
     "select_items",
+    "top_indices",
     "unit_rows",
 ]
 
@@ -46,6 +47,11 @@ Basis = Literal["personalised", "contextual", "popular"]
 
 #: How many of the newest history items an explanation compares an item with.
 EXPLAIN_WINDOW = 256
+
+#: Catalogues at least this large are searched block by block in :func:`top_indices`.
+BLOCK_SEARCH_MIN = 4096
+#: Items per block of that search.
+SEARCH_BLOCK = 256
 
 
 @dataclass(frozen=True)
@@ -164,6 +170,67 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
     return out
 
 
+def _best_first(candidates: np.ndarray, values: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` best of ``candidates`` (ascending indices) by ``values``, best first.
+
+    Exact, ties in index order: everything above the ``k``-th value, then as many of the
+    items equal to it as fit, lowest index first.
+    """
+    k = min(k, candidates.size)
+    if k == 0:
+        return np.zeros(0, dtype=np.int64)
+    kth = np.partition(values, values.size - k)[values.size - k]
+    above = values > kth
+    ties = np.flatnonzero(values == kth)[: k - int(above.sum())]
+    keep = np.concatenate([np.flatnonzero(above), ties])
+    order = np.lexsort((candidates[keep], -values[keep]))
+    out: np.ndarray = candidates[keep[order]].astype(np.int64, copy=False)
+    return out
+
+
+def top_indices(scores: np.ndarray, mask: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` highest ``scores`` among ``mask``, best first (exact).
+
+    Ties keep index order, so the answer does not depend on how the search is done.
+    Catalogues of :data:`BLOCK_SEARCH_MIN` items or more are searched in blocks of
+    :data:`SEARCH_BLOCK`: the ``k``-th largest block maximum bounds the ``k``-th best score
+    from below, so only blocks whose maximum reaches it can hold an answer and the
+    partial sort runs over those few blocks instead of the whole catalogue.
+
+    Args:
+        scores: ``[items]`` finite scores.
+        mask: ``bool[items]`` candidates.
+        k: how many (fewer when fewer candidates).
+
+    Returns:
+        ``int64`` model indices, at most ``k``.
+
+    Example:
+        >>> top_indices(np.array([0.5, 2.0, 2.0, 1.0]), np.array([True] * 4), 2).tolist()
+        [1, 2]
+    """
+    n = scores.size
+    n_blocks = n // SEARCH_BLOCK
+    if n < BLOCK_SEARCH_MIN or k <= 0 or k > n_blocks // 4:
+        candidates = np.flatnonzero(mask)
+        return _best_first(candidates, scores[candidates], k)
+    masked = np.where(mask, scores, -np.inf)
+    head = n_blocks * SEARCH_BLOCK
+    block_max = masked[:head].reshape(n_blocks, SEARCH_BLOCK).max(axis=1)
+    if head < n:
+        block_max = np.append(block_max, masked[head:].max())
+    bound = np.partition(block_max, block_max.size - k)[block_max.size - k]
+    if not np.isfinite(bound):  # fewer than k blocks hold candidates: scan them all
+        candidates = np.flatnonzero(mask)
+        return _best_first(candidates, scores[candidates], k)
+    blocks = np.flatnonzero(block_max >= bound)
+    starts = blocks * SEARCH_BLOCK
+    spans = (np.arange(SEARCH_BLOCK) + starts[:, None]).ravel()
+    spans = spans[spans < n]
+    candidates = spans[mask[spans]]
+    return _best_first(candidates, scores[candidates], k)
+
+
 def select_items(
     scores: np.ndarray,
     mask: np.ndarray,
@@ -175,7 +242,7 @@ def select_items(
 ) -> list[int]:
     """The indices of the ``k`` items to show, best first.
 
-    With ``diversity == 0`` the top ``k`` candidates by score (ties keep index order).
+    With ``diversity == 0`` the top ``k`` candidates by score (:func:`top_indices`).
     Otherwise maximal marginal relevance over a shortlist of the ``max(10 k, 100)`` most
     relevant candidates: each pick maximises ``(1 - diversity) * relevance - diversity *
     max cosine similarity to the items already picked``, relevance min-max scaled over the
@@ -193,15 +260,12 @@ def select_items(
     Returns:
         Model indices, at most ``k``.
     """
-    candidates = np.flatnonzero(mask)
-    if candidates.size == 0:
-        return []
-    k = min(k, candidates.size)
     if diversity == 0.0:
-        top = candidates[np.argpartition(-scores[candidates], k - 1)[:k]]
-        return [int(i) for i in top[np.argsort(-scores[top], kind="stable")]]
-    pool_size = min(candidates.size, max(10 * k, 100))
-    pool = candidates[np.argpartition(-scores[candidates], pool_size - 1)[:pool_size]]
+        return [int(i) for i in top_indices(scores, mask, k)]
+    pool = top_indices(scores, mask, max(10 * k, 100))
+    if pool.size == 0:
+        return []
+    k = min(k, pool.size)
     rel = scores[pool]
     rel = (rel - rel.min()) / (np.ptp(rel) or 1.0)
     vecs = unit_rows(item_vectors[pool]) if unit_vectors is None else unit_vectors[pool]
