@@ -39,11 +39,14 @@ __all__ = [
     "ModelDep",
     "ServeKey",
     "SettingsDep",
+    "authorize",
     "get_db",
     "get_model_holder",
+    "get_pool",
     "get_settings",
     "gpc_signal",
     "presented_key",
+    "read_gpc",
     "require_scope",
 ]
 
@@ -54,14 +57,15 @@ async def get_settings(request: Request) -> ApiSettings:
     return settings
 
 
-def _pool(request: Request) -> ConnectionPool:
+def get_pool(request: Request) -> ConnectionPool:
+    """This process's connection pool (``app.state.db_pool``)."""
     pool: ConnectionPool = request.app.state.db_pool
     return pool
 
 
 async def get_db(request: Request) -> AsyncIterator[sqlite_utils.Database]:
     """Lend one pooled connection for the request; an open transaction is rolled back."""
-    pool = _pool(request)
+    pool = get_pool(request)
     db = pool.acquire()
     try:
         yield db
@@ -85,38 +89,55 @@ def presented_key(request: Request) -> str | None:
     return request.headers.get("x-api-key")
 
 
+def authorize(request: Request, scope: str) -> ApiKey:
+    """Authenticate the request's key, check ``scope`` and spend one rate-limit token.
+
+    The key's tenant and id go to the request state (the access log reads them).
+
+    Raises:
+        AuthenticationError: no, a malformed, an unknown or a revoked key (401).
+        PermissionDeniedError: the key lacks ``scope`` (403).
+        RateLimitedError: the key's budget is spent (429).
+    """
+    with get_pool(request).connection() as db:
+        key = authenticate(db, presented_key(request))
+    state = request.scope.setdefault("state", {})
+    state["tenant"] = key.tenant
+    state["key_id"] = key.key_id
+    if not key.has_scope(scope):
+        raise PermissionDeniedError(
+            f"API key {key.key_id} lacks the {scope!r} scope this route needs"
+        )
+    limiter: RateLimiter = request.app.state.rate_limiter
+    limiter.check(key)
+    return key
+
+
 def require_scope(scope: str) -> Callable[[Request], Awaitable[ApiKey]]:
-    """A dependency that authenticates the request's key, checks ``scope``, rate-limits.
+    """A dependency that :func:`authorize` s the request's key for ``scope``.
 
     Args:
         scope: ``serve`` or ``admin``.
     """
 
     async def dependency(request: Request) -> ApiKey:
-        pool = _pool(request)
-        with pool.connection() as db:
-            key = authenticate(db, presented_key(request))
-        state = request.scope.setdefault("state", {})
-        state["tenant"] = key.tenant
-        state["key_id"] = key.key_id
-        if not key.has_scope(scope):
-            raise PermissionDeniedError(
-                f"API key {key.key_id} lacks the {scope!r} scope this route needs"
-            )
-        limiter: RateLimiter = request.app.state.rate_limiter
-        limiter.check(key)
-        return key
+        return authorize(request, scope)
 
     dependency.__name__ = f"require_{scope}_scope"
     return dependency
 
 
-async def gpc_signal(request: Request) -> bool:
-    """Whether this request carries ``Sec-GPC: 1`` (counted when it does)."""
+def read_gpc(request: Request) -> bool:
+    """Whether this request carries ``Sec-GPC: 1`` (counted as a consent decision)."""
     gpc = parse_gpc_header(request.headers.get(GPC_HEADER))
     if gpc:
         record_consent_decision("gpc")
     return gpc
+
+
+async def gpc_signal(request: Request) -> bool:
+    """:func:`read_gpc` as a dependency."""
+    return read_gpc(request)
 
 
 SettingsDep = Annotated[ApiSettings, Depends(get_settings)]

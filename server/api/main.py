@@ -101,11 +101,12 @@ def create_app(settings: ApiSettings) -> FastAPI:
     install_problem_openapi(app)
     app.add_middleware(BodyGuardMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(ObservabilityMiddleware)
+    # The hot route first: Starlette tries routes in order until one matches.
     for module in (
+        recommendations,
         health,
         consent,
         privacy,
-        recommendations,
         feedback,
         experiments,
         model,

@@ -3,24 +3,34 @@
 :data:`ServedDep` takes the holder's current :class:`~fedpers.server.api.model_state.ServedModel`
 once, at the start of the request; the request keeps it even if a reload swaps in a new
 version meanwhile. Before any model is loaded it answers 503 (``StoreError``).
+
+:data:`ServingDep` is what ``POST /v1/recommendations`` needs in one dependency: the
+``serve`` key (authenticated, rate-limited), the ``Sec-GPC`` signal, the served model and
+the connection pool. One dependency instead of four keeps FastAPI's per-request
+dependency solving off the hot path; the checks are the same functions the other routes'
+dependencies call (:func:`~fedpers.server.api.deps.authorize`,
+:func:`~fedpers.server.api.deps.read_gpc`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 
 from fedpers.privacy.errors import StoreError
-from fedpers.server.api.deps import ModelDep
-from fedpers.server.api.model_state import ServedModel
+from fedpers.server.api.auth import ApiKey
+from fedpers.server.api.db import ConnectionPool
+from fedpers.server.api.deps import ModelDep, authorize, get_model_holder, get_pool, read_gpc
+from fedpers.server.api.model_state import ModelHolder, ServedModel
 from fedpers.server.api.observability import set_model_version
 
-__all__ = ["ServedDep", "served_model"]
+__all__ = ["ServedDep", "Serving", "ServingDep", "current_model", "served_model", "serving"]
 
 
-async def served_model(holder: ModelDep) -> ServedModel:
-    """The model to answer this request with.
+def current_model(holder: ModelHolder) -> ServedModel:
+    """The holder's model for this request (the model-version gauge follows it).
 
     Raises:
         StoreError: no model is loaded yet (503).
@@ -33,4 +43,41 @@ async def served_model(holder: ModelDep) -> ServedModel:
     return served
 
 
+async def served_model(holder: ModelDep) -> ServedModel:
+    """:func:`current_model` as a dependency."""
+    return current_model(holder)
+
+
+@dataclass(frozen=True)
+class Serving:
+    """What one recommendation request is answered with.
+
+    Attributes:
+        key: the request's ``serve`` key; ``key.tenant`` scopes every read.
+        gpc: the request carries ``Sec-GPC: 1``.
+        served: the model taken once for this request.
+        pool: this process's connections to the API database.
+    """
+
+    key: ApiKey
+    gpc: bool
+    served: ServedModel
+    pool: ConnectionPool
+
+
+async def serving(request: Request) -> Serving:
+    """Authorize (``serve`` scope), read ``Sec-GPC`` and take the model, in that order.
+
+    Raises:
+        AuthenticationError, PermissionDeniedError, RateLimitedError: from
+            :func:`~fedpers.server.api.deps.authorize`.
+        StoreError: no model is loaded yet (503).
+    """
+    key = authorize(request, "serve")
+    gpc = read_gpc(request)
+    served = current_model(await get_model_holder(request))
+    return Serving(key=key, gpc=gpc, served=served, pool=get_pool(request))
+
+
 ServedDep = Annotated[ServedModel, Depends(served_model)]
+ServingDep = Annotated[Serving, Depends(serving)]

@@ -14,7 +14,6 @@ from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
 from fedpers.server.api.consent_store import load_user_consent
-from fedpers.server.api.deps import DbDep, GpcDep, ServeKey
 from fedpers.server.api.errors import NotFoundError
 from fedpers.server.api.experiments import assign_variant, item_counters, load_experiment
 from fedpers.server.api.observability import record_recommendation
@@ -24,7 +23,7 @@ from fedpers.server.api.recommender import (
     decide_basis,
     recommend,
 )
-from fedpers.server.api.serving_deps import ServedDep
+from fedpers.server.api.serving_deps import ServingDep
 from fedpers.server.api.serving_schemas import (
     ExperimentRef,
     ModelRef,
@@ -44,50 +43,50 @@ INLINE_WORK = 2_000_000
 
 
 @router.post("/recommendations", response_model=RecommendationResponse)
-async def post_recommendations(
-    body: RecommendationRequest, key: ServeKey, db: DbDep, gpc: GpcDep, served: ServedDep
-) -> Response:
+async def post_recommendations(body: RecommendationRequest, ctx: ServingDep) -> Response:
     """Rank ``k`` items for a user, personalised only when consent and state allow it.
 
     Personalised needs P1, P5 and P6, no objection, no ``Sec-GPC: 1`` and the device's
     ``personal_state`` (its local user vector or last events) with this request; otherwise
     the answer is non-personalised (popularity and context) and says why.
     """
-    diversity, exploration, ref = body.diversity, body.exploration, None
-    if body.experiment is not None:
-        experiment = load_experiment(db, key.tenant, body.experiment)
-        if experiment is None:
-            raise NotFoundError(f"no experiment {body.experiment!r} for this tenant")
-        variant = assign_variant(experiment, body.user_id)
-        ref = ExperimentRef(id=experiment.id, variant=variant.name)
-        diversity = variant.diversity if variant.diversity is not None else diversity
-        exploration = variant.exploration if variant.exploration is not None else exploration
-    sent = body.personal_state
-    state = None
-    if sent is not None:
-        events = None if sent.events is None else [e.item for e in sent.events]
-        state = PersonalState(user_vector=sent.user_vector, events=events)
-    consent = load_user_consent(db, key.tenant, body.user_id)
-    decision = decide_basis(consent, gpc, state is not None, state.kind if state else "state")
-    context = body.context.model_dump(exclude_none=True)
-    query = RecommendationQuery(
-        user_id=body.user_id,
-        k=body.k,
-        context=context,
-        exclude_items=body.filters.exclude_items,
-        categories=body.filters.categories,
-        diversity=diversity or 0.0,
-        explain=body.explain,
-        exploration=exploration or 0.0,
-        state=state,
-    )
-    rank = partial(
-        recommend, served, query, decision, counters=partial(item_counters, db, key.tenant)
-    )
-    if served.n_items * served.dim <= INLINE_WORK:
-        result = rank()
-    else:
-        result = await run_in_threadpool(rank)
+    tenant, served = ctx.key.tenant, ctx.served
+    with ctx.pool.connection() as db:
+        diversity, exploration, ref = body.diversity, body.exploration, None
+        if body.experiment is not None:
+            experiment = load_experiment(db, tenant, body.experiment)
+            if experiment is None:
+                raise NotFoundError(f"no experiment {body.experiment!r} for this tenant")
+            variant = assign_variant(experiment, body.user_id)
+            ref = ExperimentRef(id=experiment.id, variant=variant.name)
+            diversity = variant.diversity if variant.diversity is not None else diversity
+            exploration = variant.exploration if variant.exploration is not None else exploration
+        sent = body.personal_state
+        state = None
+        if sent is not None:
+            events = None if sent.events is None else [e.item for e in sent.events]
+            state = PersonalState(user_vector=sent.user_vector, events=events)
+        consent = load_user_consent(db, tenant, body.user_id)
+        kind = state.kind if state else "state"
+        decision = decide_basis(consent, ctx.gpc, state is not None, kind)
+        query = RecommendationQuery(
+            user_id=body.user_id,
+            k=body.k,
+            context=body.context.model_dump(exclude_none=True),
+            exclude_items=body.filters.exclude_items,
+            categories=body.filters.categories,
+            diversity=diversity or 0.0,
+            explain=body.explain,
+            exploration=exploration or 0.0,
+            state=state,
+        )
+        rank = partial(
+            recommend, served, query, decision, counters=partial(item_counters, db, tenant)
+        )
+        if served.n_items * served.dim <= INLINE_WORK:
+            result = rank()
+        else:
+            result = await run_in_threadpool(rank)
     record_recommendation(decision.basis)
     answer = RecommendationResponse(
         request_id=result.request_id,
