@@ -241,6 +241,24 @@ def _id_order(raw: list[str]) -> list[str]:
     return unique
 
 
+def _dense_index(
+    rows: list[list[str]], id_col: int, source: str, id_name: str
+) -> tuple[list[str], dict[str, int], list[list[str]]]:
+    """Index a file's rows densely by their raw id (in :func:`_id_order`).
+
+    Returns:
+        ``(ids, index of each raw id, the rows in that order)``.
+
+    Raises:
+        DataError: when two rows share an id.
+    """
+    ids = _id_order([row[id_col] for row in rows])
+    if len(ids) != len(rows):
+        raise DataError(f"{source}: duplicate {id_name}")
+    by_id = {row[id_col]: row for row in rows}
+    return ids, {raw: k for k, raw in enumerate(ids)}, [by_id[raw] for raw in ids]
+
+
 def _release_year(year_field: str, title: str) -> int | None:
     """Return the release year from its column, else from a trailing ``(YYYY)`` in the title."""
     if len(year_field) == 4 and year_field.isdigit():
@@ -277,12 +295,7 @@ def parse_movielens_100k(inter: str, user: str, item: str) -> InteractionData:
     u_age = _column(u_cols, "age", "ml-100k.user")
     u_gender = _column(u_cols, "gender", "ml-100k.user")
     u_occ = _column(u_cols, "occupation", "ml-100k.user")
-    user_ids = _id_order([row[u_id] for row in u_rows])
-    if len(user_ids) != len(u_rows):
-        raise DataError("ml-100k.user: duplicate user_id")
-    user_index = {raw: k for k, raw in enumerate(user_ids)}
-    by_user = {row[u_id]: row for row in u_rows}
-    ordered_users = [by_user[raw] for raw in user_ids]
+    user_ids, user_index, ordered_users = _dense_index(u_rows, u_id, "ml-100k.user", "user_id")
     try:
         ages = np.array([int(row[u_age]) for row in ordered_users], dtype=np.int64)
     except ValueError as exc:
@@ -292,12 +305,7 @@ def parse_movielens_100k(inter: str, user: str, item: str) -> InteractionData:
     i_title = _column(i_cols, "movie_title", "ml-100k.item")
     i_year = _column(i_cols, "release_year", "ml-100k.item")
     i_class = _column(i_cols, "class", "ml-100k.item")
-    item_ids = _id_order([row[i_id] for row in i_rows])
-    if len(item_ids) != len(i_rows):
-        raise DataError("ml-100k.item: duplicate item_id")
-    item_index = {raw: k for k, raw in enumerate(item_ids)}
-    by_item = {row[i_id]: row for row in i_rows}
-    ordered_items = [by_item[raw] for raw in item_ids]
+    item_ids, item_index, ordered_items = _dense_index(i_rows, i_id, "ml-100k.item", "item_id")
 
     genre_col = {name: k for k, name in enumerate(ML100K_GENRES)}
     n_items = len(item_ids)
