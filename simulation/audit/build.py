@@ -73,6 +73,7 @@ from fedpers.simulation.audit.sections import (
     secure_aggregation_section,
     secure_aggregation_verdict,
     utility_points,
+    verdict_of,
 )
 from fedpers.simulation.audit.sources import RunSources, finite_or_none, read_run
 from fedpers.simulation.evaluation.protocol import (
@@ -501,22 +502,10 @@ def _crafted(
         rate = fed.sample_rate if fed.sample_rate is not None else 1.0
         cohort = max(1.0, rate * population)
     delta = guarantee["delta"] if guarantee["delta"] is not None else 0.1 / population
-    sigma = guarantee["noise_multiplier"] or 0.0
-    if options.skip_empirical:
-        section = run_crafted_audit(
-            noise_multiplier=0.0,
-            clip_norm=final_clip,
-            expected_cohort=cohort,
-            sample_rate=rate,
-            rounds=accounted,
-            delta=delta,
-            claimed_epsilon=guarantee["epsilon"],
-        )
-        section["status"] = "skipped"
-        section["statement"] = "Skipped on request (--skip-empirical)."
-        return section
-    return run_crafted_audit(
-        noise_multiplier=sigma if guarantee["private"] else 0.0,
+    audited = guarantee["private"] and not options.skip_empirical
+    section = run_crafted_audit(
+        # without noise the audit returns at once: that is what skipping it records
+        noise_multiplier=(guarantee["noise_multiplier"] or 0.0) if audited else 0.0,
         clip_norm=final_clip,
         expected_cohort=cohort,
         sample_rate=rate,
@@ -525,6 +514,10 @@ def _crafted(
         claimed_epsilon=guarantee["epsilon"],
         config=CraftedAuditConfig(seed=options.seed, confidence=options.confidence),
     )
+    if options.skip_empirical:
+        section["status"] = "skipped"
+        section["statement"] = "Skipped on request (--skip-empirical)."
+    return section
 
 
 def _metrics_dict(m: RankingMetrics | dict[str, Any] | None) -> dict[str, float | None]:
@@ -579,23 +572,20 @@ def _utility(
     if all(v is None for v in final.values()) and points:
         last = points[-1]
         final = {k: last[k] for k in METRIC_NAMES}  # type: ignore[literal-required]
-    groups: list[GroupMetrics] = []
-    gaps: list[GroupGap] = []
-    group_source = "No per-group figures: the run's device data is not available here."
-    reference = NonPrivateReference(
-        status="unavailable",
-        source="the run directory holds no non-private reference",
-        metrics=dict.fromkeys(METRIC_NAMES),
+    section = UtilitySection(
+        by_round=points,
+        final=final,
+        groups=[],
+        gaps=[],
+        group_source="No per-group figures: the run's device data is not available here.",
+        non_private_reference=NonPrivateReference(
+            status="unavailable",
+            source="the run directory holds no non-private reference",
+            metrics=dict.fromkeys(METRIC_NAMES),
+        ),
     )
     if split is None or src.devices_dir is None:
-        return UtilitySection(
-            by_round=points,
-            final=final,
-            groups=groups,
-            gaps=gaps,
-            group_source=group_source,
-            non_private_reference=reference,
-        )
+        return section
     cfg = src.config
     seed = int(cfg.get("seed") or 0)
     dim = int(cfg.get("dim") or 32)
@@ -625,18 +615,18 @@ def _utility(
             seed,
             src.final_round or 0,
         )
-        groups, gaps = _group_rows(evaluate_by_group(scorer, split, labels))
-        group_source = (
+        section["groups"], section["gaps"] = _group_rows(evaluate_by_group(scorer, split, labels))
+        section["group_source"] = (
             f"Final model plus local fine-tuning on each device, test items, grouped by {how}."
         )
     elif not labels:
-        group_source = f"No per-group figures: {how}."
+        section["group_source"] = f"No per-group figures: {how}."
     private = bool(src.privacy.get("user_level"))
     if private and not options.skip_empirical:
         accounted = sum(1 for r in src.rounds if r.get("status") == "completed")
         fed, _ = fedsim_config_from_run(cfg, {**src.privacy, "user_level": False}, accounted)
         result = run_fedsim(split, fed, item_features=feats)
-        reference = NonPrivateReference(
+        section["non_private_reference"] = NonPrivateReference(
             status="computed",
             source=(
                 "computed by the auditor: the same configuration without clipping or noise, "
@@ -656,57 +646,39 @@ def _utility(
                 fed.rounds,
             )
             ref_rows, _ = _group_rows(evaluate_by_group(scorer, split, labels))
-            groups.extend(
+            section["groups"].extend(
                 GroupMetrics(**{**row, "attribute": f"{row['attribute']} (non-private)"})  # type: ignore[typeddict-item]
                 for row in ref_rows
             )
     elif not private:
-        reference = NonPrivateReference(
+        section["non_private_reference"] = NonPrivateReference(
             status="from_run_dir",
             source="this run is itself non-private",
             metrics=dict(final),
         )
-    return UtilitySection(
-        by_round=points,
-        final=final,
-        groups=groups,
-        gaps=gaps,
-        group_source=group_source,
-        non_private_reference=reference,
-    )
+    return section
 
 
 def _empirical_verdict(e: EmpiricalAuditSection, private: bool) -> Verdict:
-    title = "Empirical lower bound does not exceed the claim"
+    verdict = verdict_of(
+        "empirical_bound_below_claim", "Empirical lower bound does not exceed the claim"
+    )
     if e["status"] != "measured" or e["one_run"] is None:
-        return Verdict(
-            id="empirical_bound_below_claim",
-            title=title,
-            status="not_applicable",
-            summary=f"No canary audit was run ({e['status']}).",
-        )
+        return verdict("not_applicable", f"No canary audit was run ({e['status']}).")
     bound = e["one_run"]["epsilon"]
     if not private or e["claimed_epsilon"] is None:
-        return Verdict(
-            id="empirical_bound_below_claim",
-            title=title,
-            status="not_applicable",
-            summary=(
-                f"The run claims no epsilon; the canary attack measured an empirical lower "
-                f"bound of {bound:.3f} (what an attacker provably learns at 95% confidence)."
-            ),
+        return verdict(
+            "not_applicable",
+            f"The run claims no epsilon; the canary attack measured an empirical lower "
+            f"bound of {bound:.3f} (what an attacker provably learns at 95% confidence).",
         )
     claimed = e["claimed_epsilon"]
     ok = bound <= claimed
-    return Verdict(
-        id="empirical_bound_below_claim",
-        title=title,
-        status="pass" if ok else "fail",
-        summary=(
-            f"Empirical lower bound {bound:.3f} at {e['one_run']['confidence']:.0%} confidence "
-            f"{'<=' if ok else '>'} claimed epsilon {claimed:.3f}"
-            + ("." if ok else ": the implementation leaks more than it claims (a bug).")
-        ),
+    return verdict(
+        "pass" if ok else "fail",
+        f"Empirical lower bound {bound:.3f} at {e['one_run']['confidence']:.0%} confidence "
+        f"{'<=' if ok else '>'} claimed epsilon {claimed:.3f}"
+        + ("." if ok else ": the implementation leaks more than it claims (a bug)."),
     )
 
 

@@ -13,7 +13,7 @@ import json
 import math
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -71,6 +71,7 @@ __all__ = [
     "shared_array_shapes",
     "summary_stats",
     "utility_points",
+    "verdict_of",
 ]
 
 ACCOUNTANT_TOLERANCE = 0.02
@@ -91,8 +92,17 @@ _CONSENT_REASONS = ("no_p10_consent", "gpc_opt_out")
 _BUDGET_REASONS = ("budget_spent",)
 
 
-def _verdict(vid: VerdictId, title: str, status: VerdictStatus, summary: str) -> Verdict:
-    return Verdict(id=vid, title=title, status=status, summary=summary)
+def verdict_of(vid: VerdictId, title: str) -> Callable[[VerdictStatus, str], Verdict]:
+    """The maker of one check's verdicts: ``verdict_of(id, title)(status, summary)``.
+
+    Each ``*_verdict`` function names its check's id and title once and returns one of
+    its outcomes.
+    """
+
+    def verdict(status: VerdictStatus, summary: str) -> Verdict:
+        return Verdict(id=vid, title=title, status=status, summary=summary)
+
+    return verdict
 
 
 def summary_stats(values: Iterable[float]) -> SummaryStats:
@@ -310,33 +320,25 @@ def guarantee_section(src: RunSources) -> GuaranteeSection:
 
 def budget_verdict(g: GuaranteeSection) -> Verdict:
     """Whether the final epsilon, and its recomputation, stay within the configured budget."""
-    title = "Privacy budget respected"
+    verdict = verdict_of("epsilon_within_budget", "Privacy budget respected")
     if not g["private"]:
-        return _verdict(
-            "epsilon_within_budget",
-            title,
+        return verdict(
             "not_applicable",
             "The run is labelled non-private and reports no epsilon, as it must.",
         )
     eps, budget = g["epsilon"], g["epsilon_budget"]
     if eps is None:
-        return _verdict(
-            "epsilon_within_budget", title, "fail", "The run is private but recorded no epsilon."
-        )
+        return verdict("fail", "The run is private but recorded no epsilon.")
     recomputed = [c["epsilon"] for c in g["cross_checks"] if c["epsilon"] is not None]
     if budget is None:
-        return _verdict(
-            "epsilon_within_budget",
-            title,
+        return verdict(
             "not_applicable",
             f"No budget was configured (a noise multiplier was given); epsilon is {eps:.4g} at "
             f"delta {g['delta']:.3g}.",
         )
     worst = max([eps, *recomputed[:1]])
     ok = worst <= budget * (1 + 1e-9)
-    return _verdict(
-        "epsilon_within_budget",
-        title,
+    return verdict(
         "pass" if ok else "fail",
         f"Epsilon {eps:.4g} (independent recomputation "
         f"{recomputed[0]:.4g}) {'is within' if ok else 'EXCEEDS'} the budget of {budget:.4g}."
@@ -347,19 +349,17 @@ def budget_verdict(g: GuaranteeSection) -> Verdict:
 
 def accountants_verdict(g: GuaranteeSection) -> Verdict:
     """Whether the second accountants agree with the reported epsilon within 2%."""
-    title = "Independent accountants agree"
+    verdict = verdict_of("accountants_agree", "Independent accountants agree")
     if not g["private"]:
-        return _verdict("accountants_agree", title, "not_applicable", "No epsilon to cross-check.")
+        return verdict("not_applicable", "No epsilon to cross-check.")
     if not g["cross_checks"]:
-        return _verdict("accountants_agree", title, "fail", "The epsilon could not be recomputed.")
+        return verdict("fail", "The epsilon could not be recomputed.")
     bad = [c for c in g["cross_checks"] if not c["agrees"]]
     parts = [
         f"{c['accountant']}: {_num(c['epsilon'])} ({_pct(c['relative_difference'])} apart)"
         for c in g["cross_checks"]
     ]
-    return _verdict(
-        "accountants_agree",
-        title,
+    return verdict(
         "fail" if bad else "pass",
         f"Reported epsilon {_num(g['epsilon'])}; " + "; ".join(parts) + ".",
     )
@@ -492,26 +492,20 @@ def secure_aggregation_section(src: RunSources) -> SecureAggregationSection:
 
 def secure_aggregation_verdict(s: SecureAggregationSection) -> Verdict:
     """Whether the coordinator held no secret key (secure aggregation on)."""
-    title = "Coordinator never held a secret key"
+    verdict = verdict_of("secure_aggregation_keys", "Coordinator never held a secret key")
     if not s["enabled"]:
-        return _verdict(
-            "secure_aggregation_keys",
-            title,
+        return verdict(
             "not_applicable",
             "Secure aggregation was off: the coordinator saw each device's update "
             "(clipped, when the run clips) in plaintext.",
         )
     if s["coordinator_held_secret_key"] is None:
-        return _verdict(
-            "secure_aggregation_keys",
-            title,
+        return verdict(
             "fail",
             "Secure aggregation was on but the run recorded no evidence about key custody.",
         )
     held = s["coordinator_held_secret_key"]
-    return _verdict(
-        "secure_aggregation_keys",
-        title,
+    return verdict(
         "fail" if held else "pass",
         s["evidence"],
     )
@@ -728,24 +722,18 @@ def _protection_line(protections: Mapping[str, int]) -> str:
 
 def egress_verdict(e: EgressSection) -> Verdict:
     """Whether no payload carried raw events, item identifiers or a user vector."""
-    title = "No raw events, item ids or user vectors left a device"
+    verdict = verdict_of("egress_clean", "No raw events, item ids or user vectors left a device")
     if e["payload_entries"] == 0:
-        return _verdict(
-            "egress_clean", title, "fail", "The run recorded no egress catalogue to check."
-        )
+        return verdict("fail", "The run recorded no egress catalogue to check.")
     n = len(e["violations"])
     if n:
         first = e["violations"][0]
-        return _verdict(
-            "egress_clean",
-            title,
+        return verdict(
             "fail",
             f"{n} payload entr{'y' if n == 1 else 'ies'} broke the allow-list, e.g. round "
             f"{first['round']} device {first['device_id']}: {first['reason']}.",
         )
-    return _verdict(
-        "egress_clean",
-        title,
+    return verdict(
         "pass",
         f"All {e['payload_entries']} recorded payload entries ({e['total_bytes']} bytes) "
         "were shared-parameter updates or scalar statistics on the allow-list.",
@@ -863,28 +851,22 @@ def consent_section(src: RunSources) -> ConsentSection:
 
 def consent_verdict(c: ConsentSection) -> Verdict:
     """Whether no device took part without P10 (and P1, without GPC) at that time."""
-    title = "Only consenting devices took part"
+    verdict = verdict_of("consent_respected", "Only consenting devices took part")
     if all(r["consenting"] is None for r in c["rounds"]):
-        return _verdict(
-            "consent_respected",
-            title,
+        return verdict(
             "not_applicable",
             "The device stores are not available here, so consent could not be replayed.",
         )
     n = c["non_consenting_participations"]
     if n:
         bad = next(r for r in c["rounds"] if r["participants_without_consent"])
-        return _verdict(
-            "consent_respected",
-            title,
+        return verdict(
             "fail",
             f"{n} update(s) were aggregated from devices without P10 consent, first in round "
             f"{bad['round']}.",
         )
     total = sum(r["participating"] for r in c["rounds"])
-    return _verdict(
-        "consent_respected",
-        title,
+    return verdict(
         "pass",
         f"All {total} aggregated updates came from devices that had granted P10 (develop and "
         "improve services) and P1, without a GPC signal, when the round ran.",
@@ -893,22 +875,18 @@ def consent_verdict(c: ConsentSection) -> Verdict:
 
 def erasure_verdict(c: ConsentSection) -> Verdict:
     """Whether erased devices never took part after their erasure."""
-    title = "Erasures honoured"
+    verdict = verdict_of("erasures_honoured", "Erasures honoured")
     if not c["erasures"]:
-        return _verdict("erasures_honoured", title, "not_applicable", "No device store was erased.")
+        return verdict("not_applicable", "No device store was erased.")
     late = [e for e in c["erasures"] if e["rounds_after_erasure"]]
     if late:
         e = late[0]
-        return _verdict(
-            "erasures_honoured",
-            title,
+        return verdict(
             "fail",
             f"{len(late)} erased device(s) took part after erasure, e.g. device "
             f"{e['device_id']} in round(s) {e['rounds_after_erasure']}.",
         )
-    return _verdict(
-        "erasures_honoured",
-        title,
+    return verdict(
         "pass",
         f"{len(c['erasures'])} erased device(s) took part in no round after their erasure.",
     )
