@@ -264,21 +264,22 @@ def run_crafted_audit(
         The report section.
     """
     config = config or CraftedAuditConfig()
+    section = CraftedUpdateAuditSection(
+        status="not_applicable",
+        statement="The run adds no user-level noise: there is no mechanism to audit.",
+        canaries=0,
+        canaries_included=0,
+        noise_multiplier=noise_multiplier,
+        clip_norm=clip_norm,
+        sample_rate=sample_rate,
+        rounds=rounds,
+        delta=delta,
+        claimed_epsilon=claimed_epsilon,
+        variants=[],
+        seconds=None,
+    )
     if noise_multiplier <= 0 or clip_norm <= 0 or rounds < 1:
-        return CraftedUpdateAuditSection(
-            status="not_applicable",
-            statement="The run adds no user-level noise: there is no mechanism to audit.",
-            canaries=0,
-            canaries_included=0,
-            noise_multiplier=noise_multiplier,
-            clip_norm=clip_norm,
-            sample_rate=sample_rate,
-            rounds=rounds,
-            delta=delta,
-            claimed_epsilon=claimed_epsilon,
-            variants=[],
-            seconds=None,
-        )
+        return section
     start = time.perf_counter()
     included, one, every = crafted_scores(
         canaries=config.canaries,
@@ -316,20 +317,13 @@ def run_crafted_audit(
             sample_rate >= 1,
         ),
     ]
-    return CraftedUpdateAuditSection(
-        status="measured",
-        statement=_statement(variants, config, noise_multiplier, rounds, claimed_epsilon),
-        canaries=config.canaries,
-        canaries_included=int(included.sum()),
-        noise_multiplier=noise_multiplier,
-        clip_norm=clip_norm,
-        sample_rate=sample_rate,
-        rounds=rounds,
-        delta=delta,
-        claimed_epsilon=claimed_epsilon,
-        variants=variants,
-        seconds=time.perf_counter() - start,
-    )
+    section["status"] = "measured"
+    section["statement"] = _statement(variants, config, noise_multiplier, rounds, claimed_epsilon)
+    section["canaries"] = config.canaries
+    section["canaries_included"] = int(included.sum())
+    section["variants"] = variants
+    section["seconds"] = time.perf_counter() - start
+    return section
 
 
 def _fmt(value: float | None) -> str:
