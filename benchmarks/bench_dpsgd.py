@@ -38,6 +38,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 from opacus import GradSampleModule
@@ -51,6 +52,8 @@ from fedpers.client.training.dpsgd import BPRLoss, DPSGDConfig, DPSGDSession, Pa
 N_ITEMS, DIM = 1682, 32
 TARGET_RATIO = 3.0
 TYPICAL_EXAMPLES = 100  # positives of a typical ML-100K device (median ~65, mean ~106)
+
+_Optimizer = TypeVar("_Optimizer", bound=DPOptimizer)
 
 
 class EmbeddingMF(nn.Module):
@@ -93,6 +96,35 @@ def _initial() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     )
 
 
+def _train_step(
+    optimizer: torch.optim.Optimizer,
+    loss: Callable[[torch.Tensor], torch.Tensor],
+    model: Callable[[torch.Tensor], torch.Tensor],
+    pairs: torch.Tensor,
+) -> Callable[[], None]:
+    """One timed step of a variant: zero the gradients, forward, backward, optimizer step."""
+
+    def step() -> None:
+        optimizer.zero_grad()
+        loss(model(pairs)).backward()
+        optimizer.step()
+
+    return step
+
+
+def _opacus_optimizer(
+    kind: type[_Optimizer], model: nn.Module, lr: float, batch: int
+) -> _Optimizer:
+    """Opacus's DP optimizer of ``kind`` over plain SGD, with the DP-SGD variants' settings."""
+    return kind(
+        torch.optim.SGD(model.parameters(), lr=lr),
+        noise_multiplier=1.0,
+        max_grad_norm=1.0,
+        expected_batch_size=batch,
+        loss_reduction="mean",
+    )
+
+
 def measure(batch: int, repeats: int, blocks: int) -> dict[str, float]:
     """Median step times (microseconds) of every variant on one fixed batch."""
     emb, bias, user = _initial()
@@ -101,13 +133,9 @@ def measure(batch: int, repeats: int, blocks: int) -> dict[str, float]:
     lr = 0.05
 
     plain = PairScorer(emb, bias, user)
-    plain_opt = torch.optim.SGD(plain.parameters(), lr=lr)
-    plain_loss = BPRLoss("mean")
-
-    def nonprivate() -> None:
-        plain_opt.zero_grad(set_to_none=True)
-        plain_loss(plain(pairs)).backward()
-        plain_opt.step()
+    nonprivate = _train_step(
+        torch.optim.SGD(plain.parameters(), lr=lr), BPRLoss("mean"), plain, pairs
+    )
 
     sessions = {}
     for name, engine, noise in [
@@ -132,35 +160,17 @@ def measure(batch: int, repeats: int, blocks: int) -> dict[str, float]:
     ghost_module = GradSampleModuleFastGradientClipping(
         ghost_model, max_grad_norm=1.0, use_ghost_clipping=True, loss_reduction="mean"
     )
-    ghost_opt = DPOptimizerFastGradientClipping(
-        torch.optim.SGD(ghost_model.parameters(), lr=lr),
-        noise_multiplier=1.0,
-        max_grad_norm=1.0,
-        expected_batch_size=batch,
-        loss_reduction="mean",
-    )
+    ghost_opt = _opacus_optimizer(DPOptimizerFastGradientClipping, ghost_model, lr, batch)
     ghost_loss = DPLossFastGradientClipping(ghost_module, ghost_opt, BPRLoss("mean"), "mean")
-
-    def opacus_ghost() -> None:
-        ghost_opt.zero_grad()
-        ghost_loss(ghost_module(pairs)).backward()
-        ghost_opt.step()
+    opacus_ghost = _train_step(ghost_opt, ghost_loss, ghost_module, pairs)
 
     hooks_model = EmbeddingMF(emb, user)
-    hooks_module = GradSampleModule(hooks_model, loss_reduction="mean")
-    hooks_opt = DPOptimizer(
-        torch.optim.SGD(hooks_model.parameters(), lr=lr),
-        noise_multiplier=1.0,
-        max_grad_norm=1.0,
-        expected_batch_size=batch,
-        loss_reduction="mean",
+    opacus_hooks = _train_step(
+        _opacus_optimizer(DPOptimizer, hooks_model, lr, batch),
+        BPRLoss("mean"),
+        GradSampleModule(hooks_model, loss_reduction="mean"),
+        pairs,
     )
-    hooks_criterion = BPRLoss("mean")
-
-    def opacus_hooks() -> None:
-        hooks_opt.zero_grad()
-        hooks_criterion(hooks_module(pairs)).backward()
-        hooks_opt.step()
 
     variants: dict[str, Callable[[], object]] = {
         "nonprivate": nonprivate,
@@ -184,16 +194,11 @@ def measure(batch: int, repeats: int, blocks: int) -> dict[str, float]:
             per_block[name].append(_median_us(step, reps))
         per_block["deferred_flush"].append(_median_us(flush, repeats))
     steps_per_round = DPSGDConfig(expected_batch_size=batch).steps(max(TYPICAL_EXAMPLES, batch))
-    per_block["dp_deferred_amortized"] = [
-        step + flush / steps_per_round
-        for step, flush in zip(per_block["dp_deferred"], per_block["deferred_flush"], strict=True)
-    ]
-    per_block["dp_opacus_engine_amortized"] = [
-        step + flush / steps_per_round
-        for step, flush in zip(
-            per_block["dp_opacus_engine"], per_block["deferred_flush"], strict=True
-        )
-    ]
+    for name in ("dp_deferred", "dp_opacus_engine"):  # both use the deferred noise schedule
+        per_block[f"{name}_amortized"] = [
+            step + flush / steps_per_round
+            for step, flush in zip(per_block[name], per_block["deferred_flush"], strict=True)
+        ]
     result = {f"{name}_us": statistics.median(v) for name, v in per_block.items()}
     result["steps_per_round"] = float(steps_per_round)
     base = per_block["nonprivate"]
