@@ -329,21 +329,14 @@ def with_canaries(
     lengths = np.array([r.size for r in new_rows], dtype=np.int64)
     new_users = np.repeat(np.arange(split.n_users, split.n_users + m, dtype=np.int64), lengths)
     new_items = np.concatenate(new_rows) if new_rows else np.zeros(0, dtype=np.int64)
-    indptr = np.concatenate(
-        (split.train_indptr, split.train_indptr[-1] + np.cumsum(lengths))
-    ).astype(np.int64)
     pad = np.full((m, split.sampled_negatives.shape[1]), -1, dtype=np.int64)
     none = np.full(m, -1, dtype=np.int64)
-    return LeaveOneOutSplit(
-        n_users=split.n_users + m,
-        n_items=max(n_items, split.n_items),
-        train_users=np.concatenate((split.train_users, new_users)),
-        train_items=np.concatenate((split.train_items, new_items)),
-        train_timestamps=np.concatenate(
-            (split.train_timestamps, np.zeros(new_items.size, dtype=np.int64))
-        ),
-        train_indptr=indptr,
-        train_by_user=[*split.train_by_user, *new_rows],
+    return LeaveOneOutSplit.from_training(
+        split.n_users + m,
+        max(n_items, split.n_items),
+        np.concatenate((split.train_users, new_users)),
+        np.concatenate((split.train_items, new_items)),
+        np.concatenate((split.train_timestamps, np.zeros(new_items.size, dtype=np.int64))),
         valid_items=np.concatenate((split.valid_items, none)),
         test_items=np.concatenate((split.test_items, none)),
         sampled_negatives=np.concatenate((split.sampled_negatives, pad)),

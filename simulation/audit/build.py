@@ -178,15 +178,12 @@ def split_from_devices(devices_dir: Path) -> tuple[LeaveOneOutSplit, np.ndarray 
             if "item_features" in cat.files:
                 features = np.asarray(cat["item_features"], dtype=np.float32)
     n_users = int(indptr.size - 1)
-    users = np.repeat(np.arange(n_users, dtype=np.int64), np.diff(indptr))
-    split = LeaveOneOutSplit(
-        n_users=n_users,
-        n_items=n_items,
-        train_users=users,
-        train_items=items,
-        train_timestamps=stamps,
-        train_indptr=indptr,
-        train_by_user=np.split(items, indptr[1:-1]),
+    split = LeaveOneOutSplit.from_training(
+        n_users,
+        n_items,
+        np.repeat(np.arange(n_users, dtype=np.int64), np.diff(indptr)),
+        items,
+        stamps,
         valid_items=valid,
         test_items=test,
         sampled_negatives=negatives,
@@ -233,18 +230,13 @@ def restrict_split(split: LeaveOneOutSplit, allowed: np.ndarray) -> LeaveOneOutS
     the round) so the sampling rate and the expected cohort are unchanged.
     """
     keep = np.asarray(allowed, dtype=bool)[split.train_users]
-    counts = np.bincount(split.train_users[keep], minlength=split.n_users)
-    indptr = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
-    items = split.train_items[keep]
     off = ~np.asarray(allowed, dtype=bool)
-    return LeaveOneOutSplit(
-        n_users=split.n_users,
-        n_items=split.n_items,
-        train_users=split.train_users[keep],
-        train_items=items,
-        train_timestamps=split.train_timestamps[keep],
-        train_indptr=indptr,
-        train_by_user=np.split(items, indptr[1:-1]),
+    return LeaveOneOutSplit.from_training(
+        split.n_users,
+        split.n_items,
+        split.train_users[keep],
+        split.train_items[keep],
+        split.train_timestamps[keep],
         valid_items=np.where(off, -1, split.valid_items),
         test_items=np.where(off, -1, split.test_items),
         sampled_negatives=split.sampled_negatives,

@@ -112,6 +112,49 @@ class LeaveOneOutSplit:
     sampled_negatives: np.ndarray
     seed: int
 
+    @classmethod
+    def from_training(
+        cls,
+        n_users: int,
+        n_items: int,
+        users: np.ndarray,
+        items: np.ndarray,
+        timestamps: np.ndarray,
+        *,
+        valid_items: np.ndarray,
+        test_items: np.ndarray,
+        sampled_negatives: np.ndarray,
+        seed: int,
+    ) -> LeaveOneOutSplit:
+        """The split of training interactions sorted by user; the CSR offsets are derived.
+
+        Args:
+            n_users: number of users.
+            n_items: number of items.
+            users: ``int64[m]`` user of each training interaction, ascending.
+            items: ``int64[m]`` its item.
+            timestamps: ``int64[m]`` its timestamp.
+            valid_items: ``int64[n_users]`` validation item per user, ``-1`` when none.
+            test_items: ``int64[n_users]`` test item per user, ``-1`` when none.
+            sampled_negatives: ``int64[n_users, n_negatives]`` fixed negatives per user.
+            seed: the seed the negatives were drawn with.
+        """
+        counts = np.bincount(users, minlength=n_users)
+        indptr = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+        return cls(
+            n_users=n_users,
+            n_items=n_items,
+            train_users=users,
+            train_items=items,
+            train_timestamps=timestamps,
+            train_indptr=indptr,
+            train_by_user=np.split(items, indptr[1:-1]),
+            valid_items=valid_items,
+            test_items=test_items,
+            sampled_negatives=sampled_negatives,
+            seed=seed,
+        )
+
     @property
     def n_negatives(self) -> int:
         """Number of sampled negatives per user (including padding)."""
@@ -289,11 +332,6 @@ def leave_one_out(
     valid_items[users[valid_row]] = items[valid_row]
 
     train = ~(test_row | valid_row)
-    train_users, train_items, train_stamps = users[train], items[train], stamps[train]
-    indptr = np.concatenate(
-        ([0], np.cumsum(np.bincount(train_users, minlength=data.n_users)))
-    ).astype(np.int64)
-    by_user = np.split(train_items, indptr[1:-1])
 
     hist = np.sort(pair[keep])
     negatives = _sample_negatives(
@@ -304,14 +342,12 @@ def leave_one_out(
         n_negatives,
         seed,
     )
-    return LeaveOneOutSplit(
-        n_users=data.n_users,
-        n_items=data.n_items,
-        train_users=train_users,
-        train_items=train_items,
-        train_timestamps=train_stamps,
-        train_indptr=indptr,
-        train_by_user=by_user,
+    return LeaveOneOutSplit.from_training(
+        data.n_users,
+        data.n_items,
+        users[train],
+        items[train],
+        stamps[train],
         valid_items=valid_items,
         test_items=test_items,
         sampled_negatives=negatives,
