@@ -50,8 +50,10 @@ EXPLAIN_WINDOW = 256
 
 #: Catalogues at least this large are searched block by block in :func:`top_indices`.
 BLOCK_SEARCH_MIN = 4096
-#: Items per block of that search.
+#: Items per block of that search (fewer for a large ``k``, so that there are at least
+#: ``8 k`` blocks; below :data:`MIN_SEARCH_BLOCK` items a full partial sort is used).
 SEARCH_BLOCK = 256
+MIN_SEARCH_BLOCK = 16
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,8 @@ def profile_scores(
     # einsum instead of ``@``: a BLAS matrix-vector product wakes the BLAS thread pool,
     # which on a busy 2-core device cost 25 ms instead of 1 ms (measured).
     scores = np.einsum("ij,j->i", item_vectors, np.asarray(query, dtype=item_vectors.dtype))
-    out: np.ndarray = np.asarray(scores, dtype=np.float64) + item_bias
+    out: np.ndarray = scores.astype(np.float64)
+    out += item_bias  # in place: one float64 array per request, not two
     return out
 
 
@@ -193,7 +196,7 @@ def top_indices(scores: np.ndarray, mask: np.ndarray, k: int) -> np.ndarray:
 
     Ties keep index order, so the answer does not depend on how the search is done.
     Catalogues of :data:`BLOCK_SEARCH_MIN` items or more are searched in blocks of
-    :data:`SEARCH_BLOCK`: the ``k``-th largest block maximum bounds the ``k``-th best score
+    up to :data:`SEARCH_BLOCK`: the ``k``-th largest block maximum bounds the ``k``-th best score
     from below, so only blocks whose maximum reaches it can hold an answer and the
     partial sort runs over those few blocks instead of the whole catalogue.
 
@@ -210,13 +213,14 @@ def top_indices(scores: np.ndarray, mask: np.ndarray, k: int) -> np.ndarray:
         [1, 2]
     """
     n = scores.size
-    n_blocks = n // SEARCH_BLOCK
-    if n < BLOCK_SEARCH_MIN or k <= 0 or k > n_blocks // 4:
+    size = min(SEARCH_BLOCK, n // (8 * k)) if k > 0 else 0  # at least 8 k blocks
+    if n < BLOCK_SEARCH_MIN or size < MIN_SEARCH_BLOCK:
         candidates = np.flatnonzero(mask)
         return _best_first(candidates, scores[candidates], k)
+    n_blocks = n // size
     masked = np.where(mask, scores, -np.inf)
-    head = n_blocks * SEARCH_BLOCK
-    block_max = masked[:head].reshape(n_blocks, SEARCH_BLOCK).max(axis=1)
+    head = n_blocks * size
+    block_max = masked[:head].reshape(n_blocks, size).max(axis=1)
     if head < n:
         block_max = np.append(block_max, masked[head:].max())
     bound = np.partition(block_max, block_max.size - k)[block_max.size - k]
@@ -224,8 +228,8 @@ def top_indices(scores: np.ndarray, mask: np.ndarray, k: int) -> np.ndarray:
         candidates = np.flatnonzero(mask)
         return _best_first(candidates, scores[candidates], k)
     blocks = np.flatnonzero(block_max >= bound)
-    starts = blocks * SEARCH_BLOCK
-    spans = (np.arange(SEARCH_BLOCK) + starts[:, None]).ravel()
+    starts = blocks * size
+    spans = (np.arange(size) + starts[:, None]).ravel()
     spans = spans[spans < n]
     candidates = spans[mask[spans]]
     return _best_first(candidates, scores[candidates], k)

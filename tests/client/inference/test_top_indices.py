@@ -55,5 +55,8 @@ def test_the_block_search_reads_fewer_candidates(monkeypatch) -> None:
     monkeypatch.setattr(ranking, "_best_first", spy)
     n = 100_000
     scores = np.random.default_rng(0).standard_normal(n)
-    top_indices(scores, np.ones(n, dtype=bool), 10)
-    assert seen and seen[0] <= 10 * SEARCH_BLOCK
+    for k in (10, 100):  # the top 10, and the shortlist of 100 that MMR starts from
+        seen.clear()
+        top = top_indices(scores, np.ones(n, dtype=bool), k)
+        assert top.tolist() == full_sort(scores, np.ones(n, dtype=bool), k)
+        assert seen and seen[0] <= min(k * SEARCH_BLOCK, n // 4)
