@@ -21,7 +21,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import sqlite_utils
@@ -133,12 +133,7 @@ class Variant:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {
-            "name": self.name,
-            "weight": self.weight,
-            "exploration": self.exploration,
-            "diversity": self.diversity,
-        }
+        return asdict(self)
 
 
 @dataclass(frozen=True)

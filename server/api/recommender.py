@@ -200,7 +200,7 @@ class RecommendationQuery:
 
 @dataclass(frozen=True)
 class RankedItem:
-    """One item of the answer."""
+    """One item of the answer (the route reads it into ``RecommendedItem`` by attribute)."""
 
     item: str
     title: str
@@ -208,17 +208,6 @@ class RankedItem:
     rank: int
     explored: bool
     explanation: str | None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {
-            "item": self.item,
-            "title": self.title,
-            "score": self.score,
-            "rank": self.rank,
-            "explored": self.explored,
-            "explanation": self.explanation,
-        }
 
 
 @dataclass(frozen=True)

@@ -95,7 +95,7 @@ async def post_recommendations(body: RecommendationRequest, ctx: ServingDep) -> 
         reason=decision.reason,
         model=ModelRef(version=result.version, sha256=result.sha256),
         experiment=ref,
-        items=[RecommendedItem(**item.to_dict()) for item in result.items],
+        items=[RecommendedItem.model_validate(i, from_attributes=True) for i in result.items],
     )
     # Validated once above, serialised once here (a returned model would be re-validated).
     return Response(answer.model_dump_json(), media_type="application/json")
