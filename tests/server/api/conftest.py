@@ -73,7 +73,11 @@ def publish() -> Publish:
 
 @pytest.fixture
 def tiny_run(tmp_path: Path) -> Path:
-    run_dir = tmp_path / "run"
+    return build_tiny_run(tmp_path / "run")
+
+
+def build_tiny_run(run_dir: Path) -> Path:
+    """Write the tiny run (catalogue, config, privacy, model version 1) into ``run_dir``."""
     devices = run_dir / "devices"
     devices.mkdir(parents=True)
     np.savez(

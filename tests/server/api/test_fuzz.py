@@ -10,13 +10,11 @@ slow one many more.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import schemathesis
-from conftest import FEATURE_NAMES, ITEMS, _features, publish_model
+from conftest import build_tiny_run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from live_serve import LiveServer, create_key, live_serve
@@ -28,8 +26,6 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from fedpers.server.rundb import RunDB
-
 pytestmark = pytest.mark.integration
 
 CHECKS = [
@@ -40,28 +36,10 @@ CHECKS = [
 ]
 
 
-def _run(run_dir: Path) -> Path:
-    devices = run_dir / "devices"
-    devices.mkdir(parents=True)
-    np.savez(
-        devices / "catalogue.npz",
-        item_ids=np.asarray(ITEMS, dtype=str),
-        item_features=_features(),
-        item_feature_names=np.asarray(FEATURE_NAMES, dtype=str),
-        item_titles=np.asarray([f"Title {i}" for i in ITEMS], dtype=str),
-    )
-    with RunDB.open(run_dir) as db:
-        db.write_config({"devices_dir": str(devices), "rounds": 1})
-        db.write_privacy({"unit": "user", "mechanism": "gaussian", "accountant": "rdp",
-                          "delta": 1e-4, "epsilon": 1.5})  # fmt: skip
-    publish_model(run_dir, 1)
-    return run_dir
-
-
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, str]]:
     root = tmp_path_factory.mktemp("fuzz")
-    run_dir = _run(root / "run")
+    run_dir = build_tiny_run(root / "run")
     key = create_key(run_dir, "fuzz", "admin", rate=0)
     with live_serve(run_dir, root, "--reload-interval", "0") as server:
         yield server, key
