@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from fedpers.privacy.errors import ConfigError, StoreError
+from fedpers.privacy.errors import ConfigError
+from fedpers.server.cli.api_database import api_database, check_run
 from fedpers.server.cli.verify_ledger import verify_ledger_command
-from fedpers.server.run_dir import RunDirectory
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -69,22 +69,6 @@ DbOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout.")]
-
-
-def _database(run: Path | None, db: Path | None) -> Path:
-    """The API database path from ``--db`` or ``--run`` (one of them is needed)."""
-    if db is not None:
-        return db
-    if run is None:
-        raise ConfigError("give --run RUN_DIR or --db PATH")
-    return _check_run(run).api_db
-
-
-def _check_run(run: Path) -> RunDirectory:
-    try:
-        return RunDirectory.open(run)
-    except StoreError as exc:
-        raise ConfigError(f"{exc}; see `fedpers simulate`") from exc
 
 
 def _open(path: Path) -> sqlite_utils.Database:
@@ -165,8 +149,8 @@ def serve(
         return
     if run is None:
         raise typer.BadParameter("give the run directory to serve", param_hint="--run")
-    _check_run(run)
-    db_path = _database(run, db)
+    check_run(run)
+    db_path = api_database(run, db)
     _ensure_ledger_key(db_path)
     database = _open(db_path)
     env: dict[str, str] = {
@@ -245,7 +229,7 @@ def keys_create(
     """Create an API key; it is printed once and stored only as a hash."""
     from fedpers.server.api.auth import create_api_key
 
-    database = _open(_database(run, db))
+    database = _open(api_database(run, db))
     key, secret = create_api_key(database, tenant, scope or ["serve"], name=name, rate_per_s=rate)
     if as_json:
         typer.echo(json.dumps({**key.public(), "key": secret}, sort_keys=True))
@@ -268,7 +252,7 @@ def keys_list(
     """List keys (ids, tenants, scopes, created/revoked; never a secret)."""
     from fedpers.server.api.auth import list_api_keys
 
-    keys = [k.public() for k in list_api_keys(_open(_database(run, db)), tenant)]
+    keys = [k.public() for k in list_api_keys(_open(api_database(run, db)), tenant)]
     if as_json:
         typer.echo(json.dumps({"keys": keys}, sort_keys=True))
         return
@@ -307,7 +291,7 @@ def keys_revoke(
     """Revoke a key: every request with it answers 401 from now on."""
     from fedpers.server.api.auth import revoke_api_key
 
-    key = revoke_api_key(_open(_database(run, db)), key_id, tenant)
+    key = revoke_api_key(_open(api_database(run, db)), key_id, tenant)
     if as_json:
         typer.echo(json.dumps(key.public(), sort_keys=True))
         return

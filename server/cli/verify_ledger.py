@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from fedpers.privacy.errors import ConfigError
-from fedpers.server.run_dir import RunDirectory
+from fedpers.server.cli.api_database import api_database
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -27,14 +27,6 @@ __all__ = ["EXIT_BROKEN", "open_read_only", "verify_ledger_command"]
 
 EXIT_BROKEN = 1
 """The exit code when a chain does not verify."""
-
-
-def _database_path(run: Path | None, db: Path | None) -> Path:
-    if db is not None:
-        return db
-    if run is None:
-        raise ConfigError("give --run RUN_DIR or --db PATH")
-    return RunDirectory(run).api_db
 
 
 def open_read_only(path: Path) -> sqlite_utils.Database:
@@ -106,7 +98,7 @@ def verify_ledger_command(
     from fedpers.server.api.ledger import verify_ledger
     from fedpers.server.api.settings import ApiSettings
 
-    path = _database_path(run, db)
+    path = api_database(run, db, check=False)
     database = open_read_only(path)
     try:
         key = ApiSettings(run_dir=path.parent, db_path=path).ledger_key()
