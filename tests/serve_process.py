@@ -28,15 +28,24 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _started(log: Path) -> int:
+    """How many uvicorn worker processes have completed their start-up, from the log."""
+    return log.read_text(errors="replace").count("Application startup complete")
+
+
 @contextmanager
 def serve_process(
     run_dir: Path, log_for: Callable[[int], Path], *extra: str, timeout: float = 60.0
 ) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
-    """Start ``fedpers serve --run RUN_DIR --port FREE EXTRA...``, wait for /readyz, stop it.
+    """Start ``fedpers serve --run RUN_DIR --port FREE EXTRA...``, wait until ready, stop it.
 
-    Yields the base URL, the process and its log (``log_for(port)``); the process group
-    is stopped on exit (SIGINT, then SIGKILL), whatever happened.
+    Ready means /readyz answers 200 and, with ``--workers N``, every one of the N worker
+    processes has finished its start-up (one worker can answer /readyz while another is
+    still importing on a busy machine). Yields the base URL, the process and its log
+    (``log_for(port)``); the process group is stopped on exit (SIGINT, then SIGKILL),
+    whatever happened.
     """
+    workers = int(extra[extra.index("--workers") + 1]) if "--workers" in extra else 1
     port = free_port()
     log = log_for(port)
     args = [str(FEDPERS), "serve", "--run", str(run_dir), "--port", str(port), *extra]
@@ -53,7 +62,7 @@ def serve_process(
                 raise RuntimeError(f"fedpers serve exited {proc.returncode}:\n{log.read_text()}")
             try:
                 with urllib.request.urlopen(f"{base}/readyz", timeout=2) as response:
-                    if response.status == 200:
+                    if response.status == 200 and _started(log) >= workers:
                         break
             except (urllib.error.URLError, OSError):
                 pass
