@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Unpack
 
 import numpy as np
 from flwr.app import ArrayRecord
@@ -50,6 +50,7 @@ from fedpers.privacy.secagg import (
     SECRET_CONTEXT_FILE,
     CiphertextAggregator,
     DecryptedSum,
+    DecryptOptions,
     EncryptedUpdate,
     KeyHolderProcess,
     NormCheck,
@@ -80,13 +81,7 @@ class SumDecryptor(Protocol):
     """What the coordinator may ask of the key holder: decrypt one round's sum."""
 
     def decrypt_sum(
-        self,
-        aggregate: EncryptedUpdate | bytes,
-        *,
-        round_id: str | int | None = None,
-        norm_check: NormCheck | None = None,
-        topup_noise_std: float = 0.0,
-        noise_seed: int | None = None,
+        self, aggregate: EncryptedUpdate | bytes, **options: Unpack[DecryptOptions]
     ) -> DecryptedSum:
         """Decrypt an aggregate of at least the key holder's minimum contributions."""
         ...

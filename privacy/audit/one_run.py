@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedpers.privacy.audit.stats import binomial_log_pmf
-from fedpers.privacy.errors import ConfigError, DataError
+from fedpers.privacy.audit.stats import binomial_log_pmf, scores_with_flags
+from fedpers.privacy.errors import ConfigError
 
 __all__ = [
     "OneRunAudit",
@@ -196,12 +196,7 @@ def one_run_epsilon_lower_bound(
         >>> round(audit.epsilon, 2)
         3.49
     """
-    s = np.asarray(scores, dtype=np.float64).reshape(-1)
-    inc = np.asarray(included).reshape(-1).astype(bool)
-    if s.shape != inc.shape:
-        raise DataError(f"{s.size} scores but {inc.size} inclusion flags")
-    if not np.all(np.isfinite(s)):
-        raise DataError("canary scores must be finite")
+    s, inc = scores_with_flags(scores, included, scores_of="canary", flags_are="inclusion flags")
     m = int(s.size)
     if not k_values:
         raise ConfigError("k_values must not be empty")

@@ -26,10 +26,38 @@ __all__ = [
     "epsilon_lower_bound_clopper_pearson",
     "roc_auc",
     "roc_curve",
+    "scores_with_flags",
     "tpr_at_fpr",
 ]
 
 _BISECTION_STEPS = 200
+
+
+def scores_with_flags(
+    scores: Sequence[float] | np.ndarray,
+    flags: Sequence[bool] | np.ndarray,
+    *,
+    scores_of: str,
+    flags_are: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Flat float64 scores and one boolean flag per score (membership, inclusion).
+
+    Args:
+        scores: one score per target.
+        flags: one flag per target.
+        scores_of: what scored, for messages (``"attack"``, ``"canary"``).
+        flags_are: what the flags are, for messages (``"labels"``, ``"inclusion flags"``).
+
+    Raises:
+        DataError: when the lengths differ or a score is not finite.
+    """
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    y = np.asarray(flags).reshape(-1).astype(bool)
+    if s.shape != y.shape:
+        raise DataError(f"{s.size} scores but {y.size} {flags_are}")
+    if not np.all(np.isfinite(s)):
+        raise DataError(f"{scores_of} scores must be finite")
+    return s, y
 
 
 def _scores_and_labels(
@@ -40,12 +68,7 @@ def _scores_and_labels(
     Raises:
         DataError: when the lengths differ, a score is not finite, or one class is empty.
     """
-    s = np.asarray(scores, dtype=np.float64).reshape(-1)
-    y = np.asarray(labels).reshape(-1).astype(bool)
-    if s.shape != y.shape:
-        raise DataError(f"{s.size} scores but {y.size} labels")
-    if not np.all(np.isfinite(s)):
-        raise DataError("attack scores must be finite")
+    s, y = scores_with_flags(scores, labels, scores_of="attack", flags_are="labels")
     if y.all() or not y.any():
         raise DataError("ROC statistics need at least one member and one non-member")
     return s, y

@@ -20,9 +20,8 @@ from fedpers.privacy.dp.clipping import *  # noqa: F403
 from fedpers.privacy.dp.noise import *  # noqa: F403
 from fedpers.privacy.dp.pipeline import *  # noqa: F403
 
-__all__: list[str] = []
-__all__ += _accounting.__all__
-__all__ += _adaptive.__all__
-__all__ += _clipping.__all__
-__all__ += _noise.__all__
-__all__ += _pipeline.__all__
+__all__: list[str] = [
+    name
+    for module in (_accounting, _adaptive, _clipping, _noise, _pipeline)
+    for name in module.__all__
+]

@@ -23,12 +23,8 @@ from fedpers.privacy.secagg.packing import *  # noqa: F403
 from fedpers.privacy.secagg.params import *  # noqa: F403
 from fedpers.privacy.secagg.payload import *  # noqa: F403
 
-__all__: list[str] = []
-__all__ += _aggregator.__all__
-__all__ += _describe.__all__
-__all__ += _device.__all__
-__all__ += _keyholder.__all__
-__all__ += _keys.__all__
-__all__ += _packing.__all__
-__all__ += _params.__all__
-__all__ += _payload.__all__
+__all__: list[str] = [
+    name
+    for module in (_aggregator, _describe, _device, _keyholder, _keys, _packing, _params, _payload)
+    for name in module.__all__
+]

@@ -19,6 +19,7 @@ from fedpers.privacy.secagg.params import CkksParameters
 
 __all__ = [
     "MAX_CONTEXT_BYTES",
+    "ContextHolder",
     "check_fresh_vector",
     "context_from_bytes",
     "create_context",
@@ -105,13 +106,7 @@ def public_bytes(ctx: Any) -> bytes:
     """
     if not ctx.has_public_key():
         raise SecureAggregationError("context has no public key")
-    data: bytes = ctx.serialize(
-        save_public_key=True,
-        save_secret_key=False,
-        save_galois_keys=False,
-        save_relin_keys=False,
-    )
-    return data
+    return _serialize(ctx, with_secret_key=False)
 
 
 def secret_bytes(ctx: Any) -> bytes:
@@ -122,9 +117,14 @@ def secret_bytes(ctx: Any) -> bytes:
     """
     if not ctx.is_private():
         raise SecureAggregationError("context holds no secret key")
+    return _serialize(ctx, with_secret_key=True)
+
+
+def _serialize(ctx: Any, *, with_secret_key: bool) -> bytes:
+    """Serialize the public key, and the secret key if asked; never Galois or relin keys."""
     data: bytes = ctx.serialize(
         save_public_key=True,
-        save_secret_key=True,
+        save_secret_key=with_secret_key,
         save_galois_keys=False,
         save_relin_keys=False,
     )
@@ -165,6 +165,35 @@ def parameters_of(ctx: Any) -> CkksParameters:
         )
     except ConfigError as exc:
         raise SecureAggregationError(f"context parameters are not usable: {exc}") from exc
+
+
+class ContextHolder:
+    """A party holding one CKKS context: the device, the aggregator and the key holder.
+
+    Reads the context's parameters and key id once, when the party is built.
+
+    Args:
+        ctx: the loaded ``tenseal.Context`` (public or secret, as the party requires).
+
+    Raises:
+        SecureAggregationError: the context's parameters are not a valid fedpers set, or
+            it has no public key.
+    """
+
+    def __init__(self, ctx: Any) -> None:
+        self._ctx = ctx
+        self._params = parameters_of(ctx)
+        self._key_id: str = key_id_of(ctx)
+
+    @property
+    def key_id(self) -> str:
+        """Key id of the context (the same for its public and secret forms)."""
+        return self._key_id
+
+    @property
+    def params(self) -> CkksParameters:
+        """CKKS parameters of the context."""
+        return self._params
 
 
 def first_parms_id(ctx: Any) -> list[int]:

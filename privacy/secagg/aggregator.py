@@ -16,15 +16,13 @@ from typing import Any
 
 from fedpers.privacy.errors import SecureAggregationError
 from fedpers.privacy.secagg._context import (
+    ContextHolder,
     check_fresh_vector,
     context_from_bytes,
     first_parms_id,
-    key_id_of,
-    parameters_of,
     vector_from_bytes,
 )
 from fedpers.privacy.secagg.packing import chunk_lengths
-from fedpers.privacy.secagg.params import CkksParameters
 from fedpers.privacy.secagg.payload import EncryptedUpdate
 
 __all__ = [
@@ -130,7 +128,7 @@ class _Rejected(Exception):
         self.reason = reason
 
 
-class CiphertextAggregator:
+class CiphertextAggregator(ContextHolder):
     """Sums encrypted updates under a public context; never holds a secret key.
 
     Args:
@@ -150,9 +148,7 @@ class CiphertextAggregator:
                 "the aggregator was given a context holding the secret key; it must load "
                 "only the public context (public.ctx), never secret.ctx"
             )
-        self._ctx = ctx
-        self._params = parameters_of(ctx)
-        self._key_id: str = key_id_of(ctx)
+        super().__init__(ctx)
         self._parms_id = first_parms_id(ctx)
         self._length = expected_length
         self._chunk_lengths = chunk_lengths(expected_length, self._params.slots)
@@ -164,16 +160,6 @@ class CiphertextAggregator:
         self._accepted: list[str] = []
         self._rejected: list[Rejection] = []
         self._bytes: dict[str, int] = {}
-
-    @property
-    def key_id(self) -> str:
-        """Key id of the public context."""
-        return self._key_id
-
-    @property
-    def params(self) -> CkksParameters:
-        """CKKS parameters of the public context."""
-        return self._params
 
     @property
     def expected_length(self) -> int:

@@ -9,20 +9,14 @@ import numpy as np
 import numpy.typing as npt
 
 from fedpers.privacy.errors import SecureAggregationError
-from fedpers.privacy.secagg._context import (
-    context_from_bytes,
-    encrypt_vector,
-    key_id_of,
-    parameters_of,
-)
+from fedpers.privacy.secagg._context import ContextHolder, context_from_bytes, encrypt_vector
 from fedpers.privacy.secagg.packing import pack
-from fedpers.privacy.secagg.params import CkksParameters
 from fedpers.privacy.secagg.payload import EncryptedUpdate
 
 __all__ = ["DeviceEncryptor"]
 
 
-class DeviceEncryptor:
+class DeviceEncryptor(ContextHolder):
     """Encrypts flat updates under one CKKS context.
 
     Devices need only the public context (public-key encryption); the secret context
@@ -37,22 +31,11 @@ class DeviceEncryptor:
     """
 
     def __init__(self, context: bytes) -> None:
-        self._ctx = context_from_bytes(context, what="device context")
-        if not self._ctx.has_public_key():
+        ctx = context_from_bytes(context, what="device context")
+        if not ctx.has_public_key():
             raise SecureAggregationError("device context has no public key: cannot encrypt")
-        self._params = parameters_of(self._ctx)
-        self._key_id: str = key_id_of(self._ctx)
-        self._private = bool(self._ctx.is_private())
-
-    @property
-    def key_id(self) -> str:
-        """Key id of the context this encryptor uses."""
-        return self._key_id
-
-    @property
-    def params(self) -> CkksParameters:
-        """CKKS parameters of the context."""
-        return self._params
+        super().__init__(ctx)
+        self._private = bool(ctx.is_private())
 
     @property
     def holds_secret_key(self) -> bool:
@@ -70,7 +53,7 @@ class DeviceEncryptor:
 
         Args:
             update: one-dimensional float32 (or float64) array, finite, every value within
-                :attr:`CkksParameters.value_bound`.
+                :attr:`~fedpers.privacy.secagg.CkksParameters.value_bound`.
             count: number of device contributions already summed in ``update`` in
                 plaintext (1 for a device; a simulation node that hosts many virtual
                 devices may encrypt their plaintext sum once and say how many it holds).

@@ -23,19 +23,18 @@ import signal
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import numpy as np
 import numpy.typing as npt
 
 from fedpers.privacy.errors import ConfigError, FedpersError, SecureAggregationError
 from fedpers.privacy.secagg._context import (
+    ContextHolder,
     check_fresh_vector,
     context_from_bytes,
     decrypt_vector,
     first_parms_id,
-    key_id_of,
-    parameters_of,
     vector_from_bytes,
 )
 from fedpers.privacy.secagg.keys import load_secret_context
@@ -45,6 +44,7 @@ from fedpers.privacy.secagg.payload import EncryptedUpdate
 
 __all__ = [
     "DEFAULT_MIN_CONTRIBUTIONS",
+    "DecryptOptions",
     "DecryptedSum",
     "KeyHolder",
     "KeyHolderProcess",
@@ -151,7 +151,19 @@ class DecryptedSum:
     topup_noise_std: float = 0.0
 
 
-class KeyHolder:
+class DecryptOptions(TypedDict, total=False):
+    """The keyword options of :meth:`KeyHolder.decrypt_sum` (see it for their meaning).
+
+    :class:`KeyHolderProcess` sends them as they are to the key holder in its process.
+    """
+
+    round_id: str | int | None
+    norm_check: NormCheck | None
+    topup_noise_std: float
+    noise_seed: int | None
+
+
+class KeyHolder(ContextHolder):
     """Holds the secret context and decrypts aggregates of at least ``min_contributions``.
 
     Args:
@@ -176,9 +188,7 @@ class KeyHolder:
         ctx = context_from_bytes(secret_context, what="key holder context")
         if not ctx.is_private():
             raise SecureAggregationError("the key holder's context holds no secret key")
-        self._ctx = ctx
-        self._params = parameters_of(ctx)
-        self._key_id: str = key_id_of(ctx)
+        super().__init__(ctx)
         self._parms_id = first_parms_id(ctx)
         self._min = min_contributions
         self._rounds: set[str] = set()
@@ -193,16 +203,6 @@ class KeyHolder:
             SecureAggregationError: see :func:`load_secret_context`.
         """
         return cls(load_secret_context(path), min_contributions=min_contributions)
-
-    @property
-    def key_id(self) -> str:
-        """Key id of the secret context."""
-        return self._key_id
-
-    @property
-    def params(self) -> CkksParameters:
-        """CKKS parameters."""
-        return self._params
 
     @property
     def min_contributions(self) -> int:
@@ -460,13 +460,7 @@ class KeyHolderProcess:
         return reply
 
     def decrypt_sum(
-        self,
-        aggregate: EncryptedUpdate | bytes,
-        *,
-        round_id: str | int | None = None,
-        norm_check: NormCheck | None = None,
-        topup_noise_std: float = 0.0,
-        noise_seed: int | None = None,
+        self, aggregate: EncryptedUpdate | bytes, **options: Unpack[DecryptOptions]
     ) -> DecryptedSum:
         """Ask the key-holder process to decrypt an aggregate; see :meth:`KeyHolder.decrypt_sum`.
 
@@ -479,15 +473,8 @@ class KeyHolderProcess:
         payload = (
             aggregate.to_bytes() if isinstance(aggregate, EncryptedUpdate) else bytes(aggregate)
         )
-        rid = None if round_id is None else str(round_id)
         try:
-            options = {
-                "round_id": rid,
-                "norm_check": norm_check,
-                "topup_noise_std": float(topup_noise_std),
-                "noise_seed": noise_seed,
-            }
-            self._conn.send(("decrypt", payload, options))
+            self._conn.send(("decrypt", payload, dict(options)))
         except (OSError, ValueError) as exc:
             self.close()
             raise SecureAggregationError("key-holder process is gone") from exc

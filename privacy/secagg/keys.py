@@ -320,15 +320,7 @@ def load_public_context(path: Path | str) -> bytes:
         SecureAggregationError: missing or unreadable file, permissions that let others
             write it, not a CKKS context, or a context that holds a secret key.
     """
-    file = _resolve(path, PUBLIC_CONTEXT_FILE)
-    data = _read_file(file, secret=False)
-    ctx = context_from_bytes(data, what=str(file))
-    if ctx.is_private():
-        raise SecureAggregationError(
-            f"{file} holds a secret key: the public context must not (regenerate the key set)"
-        )
-    parameters_of(ctx)
-    return data
+    return _load_context(path, secret=False)
 
 
 def load_secret_context(path: Path | str) -> bytes:
@@ -344,11 +336,25 @@ def load_secret_context(path: Path | str) -> bytes:
         SecureAggregationError: missing or unreadable file, permissions other than
             owner-only, not a CKKS context, or a context without a secret key.
     """
-    file = _resolve(path, SECRET_CONTEXT_FILE)
-    data = _read_file(file, secret=True)
+    return _load_context(path, secret=True)
+
+
+def _load_context(path: Path | str, *, secret: bool) -> bytes:
+    """Read a context file that holds the secret key exactly when ``secret`` is true.
+
+    Raises:
+        SecureAggregationError: see :func:`load_public_context` and
+            :func:`load_secret_context`.
+    """
+    file = _resolve(path, SECRET_CONTEXT_FILE if secret else PUBLIC_CONTEXT_FILE)
+    data = _read_file(file, secret=secret)
     ctx = context_from_bytes(data, what=str(file))
-    if not ctx.is_private():
+    if secret and not ctx.is_private():
         raise SecureAggregationError(f"{file} holds no secret key")
+    if not secret and ctx.is_private():
+        raise SecureAggregationError(
+            f"{file} holds a secret key: the public context must not (regenerate the key set)"
+        )
     parameters_of(ctx)
     return data
 
