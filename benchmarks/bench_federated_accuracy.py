@@ -1,10 +1,10 @@
 """Federated accuracy on MovieLens-100K: the epsilon curve beside centralized and popularity.
 
 For every epsilon in ``--epsilons`` (``inf``: non-private) the benchmark takes the tuned
-recipe :func:`fedpers.simulation.recipes.recommended_config`, calibrates the noise
+recipe :func:`fedpers.simulation.federation.recipes.recommended_config`, calibrates the noise
 multiplier with the project's accountant for ``(epsilon, delta = 0.1 / N, rounds, q = 1)``
 (every device takes part in every round), runs the federation in-process with
-:func:`fedpers.simulation.fedsim.run_fedsim` (the same round mathematics as the
+:func:`fedpers.simulation.federation.fedsim.run_fedsim` (the same round mathematics as the
 Flower ServerApp) and scores the global model plus on-device fine-tuning with the shared
 evaluation protocol, under both ranking protocols: against 99 sampled negatives
 (``hr10_sampled``, ``ndcg10_sampled``) and against the full catalogue (``hr10_full``,
@@ -51,8 +51,8 @@ from fedpers.simulation.data import load_dataset
 from fedpers.simulation.evaluation.centralized import CentralizedConfig, train_centralized
 from fedpers.simulation.evaluation.popularity import popularity_scorer
 from fedpers.simulation.evaluation.protocol import evaluate, leave_one_out
-from fedpers.simulation.fedsim import FedSimConfig, device_histories, run_fedsim
-from fedpers.simulation.recipes import recommended_config
+from fedpers.simulation.federation.fedsim import FedSimConfig, device_histories, run_fedsim
+from fedpers.simulation.federation.recipes import recommended_config
 
 METRICS = ("hr10_sampled", "ndcg10_sampled", "hr10_full", "ndcg10_full")
 

@@ -67,7 +67,7 @@ def child(which: str, rounds: int, out: Path) -> dict[str, Any]:
     """Run one federation in this process and report its memory."""
     import torch
 
-    from fedpers.simulation.run import SimulateOptions, simulate
+    from fedpers.simulation.federation.run import SimulateOptions, simulate
 
     torch.set_num_threads(1)
     samples: list[dict[str, Any]] = []

@@ -28,7 +28,7 @@ from fedpers.client.model import ModelConfig
 from fedpers.client.personalizer import Personalizer
 from fedpers.client.store import Event, EventStore
 from fedpers.privacy.consent import Purpose
-from fedpers.simulation.recipes import recommended_config
+from fedpers.simulation.federation.recipes import recommended_config
 
 TARGETS_MS = {1682: 5.0, 100_000: 20.0}
 

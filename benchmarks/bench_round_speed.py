@@ -6,7 +6,7 @@ Measured in one run on ML-100K (943 devices, every device every round):
   thread: :func:`fedpers.client.device_round.run_device_rounds` over all 943 devices
   (training, clipping), no Flower, no stores, with the model and local training of the
   recipe the simulations run (the non-private one,
-  :func:`fedpers.simulation.recipes.recommended_config`), so both time the same round;
+  :func:`fedpers.simulation.federation.recipes.recommended_config`), so both time the same round;
 * ``cohort_round_seconds``: the median wall time of a round (after the first, which warms
   up the Ray actors and opens every store) of ``fedpers simulate --mode cohort`` with two
   Flower nodes on Ray (one per core): sampling, messages, store reads and writes, local
@@ -44,7 +44,7 @@ from fedpers.client.device_round import (
 from fedpers.client.model import ItemSide, ModelConfig, shared_arrays
 from fedpers.simulation.data import load_dataset
 from fedpers.simulation.evaluation.protocol import leave_one_out
-from fedpers.simulation.recipes import recommended_config
+from fedpers.simulation.federation.recipes import recommended_config
 
 TARGET_RATIO = 2.0
 

@@ -8,7 +8,7 @@ of the update: raw, clipped, clipped plus the device's noise share, clipped plus
 the central scale ``sigma C`` (what local DP at this sigma would give).
 
 The *canary audit* (report section 7) runs a separate federation with
-:func:`fedpers.simulation.fedsim.run_fedsim` and the audited run's privacy
+:func:`fedpers.simulation.federation.fedsim.run_fedsim` and the audited run's privacy
 configuration (sigma, C, sampling rate, rounds, delta) on the same data plus ``m`` canary
 devices. Each canary holds ``k`` dedicated items appended to the catalogue (no other
 device ever holds them) and is included in the federation independently with
@@ -76,7 +76,7 @@ from fedpers.privacy.dp.noise import device_rng
 from fedpers.privacy.dp.pipeline import privatize_device_update
 from fedpers.privacy.errors import ConfigError
 from fedpers.simulation.evaluation.protocol import LeaveOneOutSplit
-from fedpers.simulation.fedsim import FedSimConfig, run_fedsim
+from fedpers.simulation.federation.fedsim import FedSimConfig, run_fedsim
 
 __all__ = [
     "ATTACKS",

@@ -84,7 +84,7 @@ from fedpers.simulation.evaluation.protocol import (
     fairness_gaps,
     user_groups,
 )
-from fedpers.simulation.fedsim import (
+from fedpers.simulation.federation.fedsim import (
     FedSimConfig,
     device_histories,
     fine_tuned_scorer,

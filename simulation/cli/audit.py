@@ -63,7 +63,7 @@ def _federation_progress(console: Console, banner: str = "") -> Iterator[None]:
     ``banner`` is printed when the first federation starts (an audit that fails before
     it prints only its error).
     """
-    from fedpers.simulation.round_observers import observe_rounds
+    from fedpers.simulation.federation.round_observers import observe_rounds
 
     state: dict[str, Any] = {"count": 0, "bar": None}
 

@@ -174,8 +174,8 @@ def prepare_command(
         record_epsilon_budget=record_epsilon_budget,
     )
     from fedpers.simulation.deploy.plan import deployment_commands, prepare_deployment
+    from fedpers.simulation.federation.run import check_options
     from fedpers.simulation.out_dir import output_dir
-    from fedpers.simulation.run import check_options
 
     check_options(options)
     with output_dir(out):  # a failed prepare leaves no (partial) run directory behind

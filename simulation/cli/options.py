@@ -2,7 +2,7 @@
 
 Each option is defined once here, as an ``Annotated`` type for a typer parameter, and
 :func:`federation_options` turns the parameters into
-:class:`~fedpers.simulation.run.SimulateOptions`, so that both commands build the
+:class:`~fedpers.simulation.federation.run.SimulateOptions`, so that both commands build the
 same run from the same flags.
 """
 
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
-    from fedpers.simulation.run import SimulateOptions
+    from fedpers.simulation.federation.run import SimulateOptions
 
 __all__ = [
     "AdaptiveClip",
@@ -162,7 +162,7 @@ def federation_options(
         lr_user: local user step size, if given.
         fields: every other option under its :class:`SimulateOptions` field name.
     """
-    from fedpers.simulation.run import SimulateOptions  # flwr, torch: only when run
+    from fedpers.simulation.federation.run import SimulateOptions  # flwr, torch: only when run
 
     local = {"epochs": local_epochs, "lr_item": lr_item, "lr_user": lr_user}
     return SimulateOptions(

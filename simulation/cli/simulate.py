@@ -174,7 +174,7 @@ def simulate_command(
             parts.append(f"hr10_sampled {summary['hr10_sampled']:.4f}")
         progress.update(summary["round"], ", ".join(parts))
 
-    from fedpers.simulation.run import simulate  # flwr, torch, Ray: only when it runs
+    from fedpers.simulation.federation.run import simulate  # flwr, torch, Ray: only when it runs
 
     with progress:
         result = simulate(

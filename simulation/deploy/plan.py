@@ -40,7 +40,7 @@ from fedpers.simulation.deploy.credentials import (
     write_node_keys,
     write_tls,
 )
-from fedpers.simulation.run import SimulateOptions, build_config
+from fedpers.simulation.federation.run import SimulateOptions, build_config
 
 __all__ = [
     "CONNECTION",

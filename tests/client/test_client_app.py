@@ -21,7 +21,7 @@ from fedpers.server.config import FederationConfig
 from fedpers.server.rundb import RunDB
 from fedpers.simulation.data import SyntheticConfig, load_dataset
 from fedpers.simulation.evaluation.protocol import leave_one_out
-from fedpers.simulation.population import DevicePopulation, prepare_devices
+from fedpers.simulation.federation.population import DevicePopulation, prepare_devices
 
 N_USERS, N_ITEMS, DIM = 16, 40, 8
 SHARED = {"item_embedding": (N_ITEMS, DIM), "item_bias": (N_ITEMS,)}

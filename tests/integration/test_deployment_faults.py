@@ -39,7 +39,7 @@ from fedpers.simulation.deploy.plan import (
     prepare_deployment,
     write_flower_config,
 )
-from fedpers.simulation.run import SimulateOptions
+from fedpers.simulation.federation.run import SimulateOptions
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -28,7 +28,7 @@ from fedpers.server.secure_aggregation import ckks_backend, ensure_keys
 from fedpers.simulation.audit.sections import egress_section
 from fedpers.simulation.data import SyntheticConfig, load_dataset
 from fedpers.simulation.evaluation.protocol import leave_one_out
-from fedpers.simulation.population import prepare_devices
+from fedpers.simulation.federation.population import prepare_devices
 
 N_USERS, N_ITEMS, DIM = 12, 30, 8
 STATISTICS = {"norm", "clipped", "n-examples", "loss", "loss-sum", "norm-sum", "norm-max"}
@@ -217,7 +217,7 @@ def test_deployment_egress_is_catalogued_and_protected(tmp_path: Path, secure: s
     from fedpers.simulation.data import generate_synthetic, write_interaction_log
     from fedpers.simulation.deploy.launcher import run_local
     from fedpers.simulation.deploy.plan import prepare_deployment
-    from fedpers.simulation.run import SimulateOptions
+    from fedpers.simulation.federation.run import SimulateOptions
 
     data = generate_synthetic(SyntheticConfig(n_users=16, n_items=30, events_per_user=8, seed=2))
     log = write_interaction_log(data, tmp_path / "tiny.csv")
@@ -248,7 +248,7 @@ def test_deployment_egress_is_catalogued_and_protected(tmp_path: Path, secure: s
 
 
 def test_simulate_options_carry_the_monitoring_flag(tmp_path: Path) -> None:
-    from fedpers.simulation.run import SimulateOptions, build_config
+    from fedpers.simulation.federation.run import SimulateOptions, build_config
 
     options = SimulateOptions(
         dataset="synthetic", synthetic_users=8, synthetic_items=20, rounds=1, recipe="none"

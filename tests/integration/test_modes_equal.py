@@ -16,8 +16,8 @@ from fedpers.server.app import run_federation
 from fedpers.server.config import FederationConfig
 from fedpers.simulation.data import SyntheticConfig, load_dataset
 from fedpers.simulation.evaluation.protocol import leave_one_out
-from fedpers.simulation.fedsim import FedSimConfig, run_fedsim
-from fedpers.simulation.population import prepare_devices
+from fedpers.simulation.federation.fedsim import FedSimConfig, run_fedsim
+from fedpers.simulation.federation.population import prepare_devices
 
 LOCAL: dict[str, object] = {"epochs": 1, "lr_item": 0.2, "lr_user": 0.5, "user_warmup": 3}
 

@@ -18,7 +18,7 @@ from local_grid import LocalGrid
 
 import fedpers.server.app as server_app
 import fedpers.server.dp_wrapper as dp_wrapper
-import fedpers.simulation.fedsim as fedsim
+import fedpers.simulation.federation.fedsim as fedsim
 from fedpers.client.app import ClientSettings, make_client_app
 from fedpers.client.consent import ConsentManager
 from fedpers.client.devices_folder import DevicesFolder
@@ -29,8 +29,8 @@ from fedpers.server.app import run_federation
 from fedpers.server.config import FederationConfig
 from fedpers.simulation.data import SyntheticConfig, load_dataset
 from fedpers.simulation.evaluation.protocol import leave_one_out
-from fedpers.simulation.fedsim import FedSimConfig, run_fedsim
-from fedpers.simulation.population import prepare_devices
+from fedpers.simulation.federation.fedsim import FedSimConfig, run_fedsim
+from fedpers.simulation.federation.population import prepare_devices
 
 LOCAL: dict[str, object] = {"epochs": 1, "lr_item": 0.2, "lr_user": 0.5, "user_warmup": 3}
 REFUSING = 1

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from fedpers.simulation.ray_lifecycle import OWNER_ENV, owner_tag
+from fedpers.simulation.federation.ray_lifecycle import OWNER_ENV, owner_tag
 
 pytestmark = [
     pytest.mark.slow,

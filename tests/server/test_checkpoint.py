@@ -72,7 +72,7 @@ def _federation(tmp: Path, rounds: int = 4):  # type: ignore[no-untyped-def]
     from fedpers.server.config import FederationConfig
     from fedpers.simulation.data import SyntheticConfig, load_dataset
     from fedpers.simulation.evaluation.protocol import leave_one_out
-    from fedpers.simulation.population import prepare_devices
+    from fedpers.simulation.federation.population import prepare_devices
 
     data = load_dataset("synthetic", synthetic=SyntheticConfig(n_users=15, n_items=25, seed=8))
     split = leave_one_out(data, seed=8)

@@ -26,7 +26,7 @@ from fedpers.server.config import FederationConfig
 from fedpers.server.rundb import RunDB
 from fedpers.simulation.data import SyntheticConfig, load_dataset
 from fedpers.simulation.evaluation.protocol import leave_one_out
-from fedpers.simulation.population import DevicePopulation, prepare_devices
+from fedpers.simulation.federation.population import DevicePopulation, prepare_devices
 
 N = 20
 ROUNDS = 2

@@ -21,7 +21,7 @@ from fedpers.server.node_layout import NodeLayout
 from fedpers.server.rundb import RunDB
 from fedpers.simulation.data import SyntheticConfig, load_dataset
 from fedpers.simulation.evaluation.protocol import leave_one_out
-from fedpers.simulation.population import prepare_devices
+from fedpers.simulation.federation.population import prepare_devices
 
 N = 30
 

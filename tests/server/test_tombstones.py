@@ -33,7 +33,7 @@ from fedpers.server.tombstones import (
 )
 from fedpers.simulation.data import SyntheticConfig, load_dataset
 from fedpers.simulation.evaluation.protocol import leave_one_out
-from fedpers.simulation.population import prepare_devices
+from fedpers.simulation.federation.population import prepare_devices
 
 torch.set_num_threads(1)
 

@@ -1,10 +1,10 @@
 """``fedpers audit``: reports from real run directories, their schema, the verdicts and --check.
 
 The run directories are built with the real pieces a simulation uses: device stores
-(:func:`fedpers.simulation.population.prepare_devices`), the run database
+(:func:`fedpers.simulation.federation.population.prepare_devices`), the run database
 (:class:`fedpers.server.rundb.RunDB`), the federation configuration
 (:class:`fedpers.server.config.FederationConfig`), the round mathematics
-(:func:`fedpers.simulation.fedsim.run_fedsim`), the accountant and checkpoints. The
+(:func:`fedpers.simulation.federation.fedsim.run_fedsim`), the accountant and checkpoints. The
 coordinator's bookkeeping (participants, egress) is written as the strategy writes it:
 accepted devices send their shared-parameter update and four scalar metrics; devices
 without P10 are refused.
@@ -45,8 +45,8 @@ from fedpers.simulation.cli.audit import audit_command
 from fedpers.simulation.data.loader import load_dataset
 from fedpers.simulation.data.synthetic import SyntheticConfig
 from fedpers.simulation.evaluation.protocol import leave_one_out
-from fedpers.simulation.fedsim import FedSimConfig, run_fedsim
-from fedpers.simulation.population import prepare_devices
+from fedpers.simulation.federation.fedsim import FedSimConfig, run_fedsim
+from fedpers.simulation.federation.population import prepare_devices
 
 ROUNDS = 3
 DIM = 8

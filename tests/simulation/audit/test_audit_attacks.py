@@ -23,7 +23,7 @@ from fedpers.simulation.audit.attacks import (
 from fedpers.simulation.data.loader import load_dataset
 from fedpers.simulation.data.synthetic import SyntheticConfig
 from fedpers.simulation.evaluation.protocol import leave_one_out
-from fedpers.simulation.fedsim import FedSimConfig
+from fedpers.simulation.federation.fedsim import FedSimConfig
 
 
 @pytest.fixture(scope="module")

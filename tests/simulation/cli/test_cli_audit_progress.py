@@ -14,8 +14,8 @@ from fedpers.client.training.local import LocalTrainConfig
 from fedpers.simulation.cli.audit import _federation_progress
 from fedpers.simulation.data.interactions import InteractionData
 from fedpers.simulation.evaluation.protocol import leave_one_out
-from fedpers.simulation.fedsim import FedSimConfig, run_fedsim
-from fedpers.simulation.round_observers import notify, observe_rounds
+from fedpers.simulation.federation.fedsim import FedSimConfig, run_fedsim
+from fedpers.simulation.federation.round_observers import notify, observe_rounds
 
 torch.set_num_threads(1)
 

@@ -216,8 +216,8 @@ def test_unset_options_follow_the_recipe_for_the_budget(
     kw: dict,
     epsilon: float | None,  # type: ignore[type-arg]
 ) -> None:
-    from fedpers.simulation.recipes import recommended_config
-    from fedpers.simulation.run import SimulateOptions, build_config
+    from fedpers.simulation.federation.recipes import recommended_config
+    from fedpers.simulation.federation.run import SimulateOptions, build_config
 
     recipe = recommended_config(epsilon)
     config, facts = build_config(SimulateOptions(dataset=str(tiny_log), **kw), tmp_path)
@@ -236,7 +236,7 @@ def test_unset_options_follow_the_recipe_for_the_budget(
 
 
 def test_explicit_options_win_over_the_recipe(tmp_path: Path, tiny_log: Path) -> None:
-    from fedpers.simulation.run import SimulateOptions, build_config
+    from fedpers.simulation.federation.run import SimulateOptions, build_config
 
     config, _ = build_config(
         SimulateOptions(

@@ -33,8 +33,8 @@ def test_ml100k_epsilon_8_he_matches_the_same_noise_in_plaintext(tmp_path: Path)
     from fedpers.server.checkpoint import load_checkpoint
     from fedpers.simulation.data import load_dataset
     from fedpers.simulation.evaluation.protocol import leave_one_out
-    from fedpers.simulation.fedsim import FedSimConfig, run_fedsim
-    from fedpers.simulation.recipes import recommended_config
+    from fedpers.simulation.federation.fedsim import FedSimConfig, run_fedsim
+    from fedpers.simulation.federation.recipes import recommended_config
 
     torch.set_num_threads(1)
     out = tmp_path / "he"

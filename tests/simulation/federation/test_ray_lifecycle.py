@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from fedpers.server.run_dir import RunDirectory
-from fedpers.simulation.ray_lifecycle import (
+from fedpers.simulation.federation.ray_lifecycle import (
     OWNER_ENV,
     kill_stale,
     owned_processes,
@@ -33,7 +33,7 @@ _DRIVER = textwrap.dedent(
     """
     import signal, subprocess, sys, time
     from pathlib import Path
-    from fedpers.simulation.ray_lifecycle import ray_guard
+    from fedpers.simulation.federation.ray_lifecycle import ray_guard
     AGENT = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)"
     with ray_guard(Path(sys.argv[1])):
         agent = subprocess.Popen([sys.executable, "-c", AGENT], start_new_session=True)
@@ -91,7 +91,7 @@ def test_sigkill_of_the_driver_kills_its_detached_agents(tmp_path: Path) -> None
 
 
 def test_a_normal_exit_kills_what_is_left_and_removes_the_record(tmp_path: Path) -> None:
-    from fedpers.simulation.ray_lifecycle import ray_guard
+    from fedpers.simulation.federation.ray_lifecycle import ray_guard
 
     with ray_guard(tmp_path):
         agent = subprocess.Popen(

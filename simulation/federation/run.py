@@ -1,7 +1,7 @@
 """``fedpers simulate``: a whole federation on Flower's simulation engine (Ray backend).
 
 :func:`simulate` loads the dataset, splits it (leave-one-out), enrols one device per user
-(:mod:`fedpers.simulation.population`), resolves the privacy parameters, and runs the
+(:mod:`fedpers.simulation.federation.population`), resolves the privacy parameters, and runs the
 fedpers ServerApp (:mod:`fedpers.server.app`) against the fedpers ClientApp
 (:mod:`fedpers.client.app`) with :func:`flwr.simulation.run_simulation`:
 
@@ -40,10 +40,14 @@ from fedpers.server.rundb import RunDB
 from fedpers.server.sampling import SamplingConfig, SamplingMethod
 from fedpers.simulation.data import load_dataset
 from fedpers.simulation.evaluation.protocol import leave_one_out
+from fedpers.simulation.federation.population import (
+    population_is_lazy,
+    prepare_devices,
+    provision_device,
+)
+from fedpers.simulation.federation.ray_lifecycle import ray_guard
+from fedpers.simulation.federation.recipes import FederationRecipe, recommended_config
 from fedpers.simulation.out_dir import output_dir
-from fedpers.simulation.population import population_is_lazy, prepare_devices, provision_device
-from fedpers.simulation.ray_lifecycle import ray_guard
-from fedpers.simulation.recipes import FederationRecipe, recommended_config
 
 __all__ = ["SimulateOptions", "build_config", "check_options", "run_flower_simulation", "simulate"]
 
@@ -55,7 +59,7 @@ class SimulateOptions:
     """The options of ``fedpers simulate`` (see ``fedpers simulate --help``).
 
     ``None`` (and missing ``local`` keys) take the value of the recommended recipe for
-    the requested budget (:func:`fedpers.simulation.recipes.recommended_config`) when
+    the requested budget (:func:`fedpers.simulation.federation.recipes.recommended_config`) when
     ``recipe == "auto"``, else the plain defaults (10 rounds, ``dim`` 32, FedAvg with
     server lr 1, the default local training).
     """

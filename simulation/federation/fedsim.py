@@ -54,8 +54,8 @@ from fedpers.simulation.evaluation.protocol import (
     Target,
     evaluate,
 )
-from fedpers.simulation.recipes import FederationRecipe
-from fedpers.simulation.round_observers import notify
+from fedpers.simulation.federation.recipes import FederationRecipe
+from fedpers.simulation.federation.round_observers import notify
 
 __all__ = [
     "FedSimConfig",
@@ -130,7 +130,7 @@ class FedSimConfig:
         """The federation a tuned recipe describes, every device in every round.
 
         Args:
-            recipe: the recipe (:func:`fedpers.simulation.recipes.recommended_config`).
+            recipe: the recipe (:func:`fedpers.simulation.federation.recipes.recommended_config`).
             noise_multiplier: ``sigma`` calibrated for the recipe's rounds (``0``: none).
             num_devices: the number of devices, the denominator of the mean.
             **overrides: further fields (``seed``, ``eval_target``, ...).

@@ -11,7 +11,7 @@ from fedpers.privacy.dp.noise import server_rng
 from fedpers.privacy.errors import ConfigError
 from fedpers.simulation.data.interactions import InteractionData
 from fedpers.simulation.evaluation.protocol import LeaveOneOutSplit, evaluate, leave_one_out
-from fedpers.simulation.fedsim import FedSimConfig, device_histories, run_fedsim
+from fedpers.simulation.federation.fedsim import FedSimConfig, device_histories, run_fedsim
 
 torch.set_num_threads(1)
 
@@ -160,7 +160,7 @@ def test_ml100k_recipes_beat_popularity_and_approach_centralized() -> None:
     from fedpers.privacy.dp.accounting import default_delta, solve_noise_multiplier
     from fedpers.simulation.data import load_dataset
     from fedpers.simulation.evaluation.popularity import popularity_scorer
-    from fedpers.simulation.recipes import recommended_config
+    from fedpers.simulation.federation.recipes import recommended_config
 
     data = load_dataset("ml-100k")
     split = leave_one_out(data)
@@ -180,7 +180,7 @@ def test_ml100k_recipes_beat_popularity_and_approach_centralized() -> None:
 
 
 def test_from_recipe_carries_every_tuned_field() -> None:
-    from fedpers.simulation.recipes import recommended_config
+    from fedpers.simulation.federation.recipes import recommended_config
 
     recipe = recommended_config(8.0)
     cfg = FedSimConfig.from_recipe(recipe, 1.3, 943, seed=5)

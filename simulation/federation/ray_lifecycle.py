@@ -188,7 +188,7 @@ def ray_guard(run_dir: Path) -> Iterator[None]:
     watchdog: subprocess.Popen[bytes] | None = None
     if _PROC.is_dir():
         watchdog = subprocess.Popen(
-            [sys.executable, "-m", "fedpers.simulation.ray_lifecycle", tag],
+            [sys.executable, "-m", "fedpers.simulation.federation.ray_lifecycle", tag],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             start_new_session=True,  # survives a signal to the driver's process group
@@ -211,5 +211,6 @@ def ray_guard(run_dir: Path) -> Iterator[None]:
             record.unlink()
 
 
-if __name__ == "__main__":  # the watchdog: python -m fedpers.simulation.ray_lifecycle TAG
+# The watchdog: python -m fedpers.simulation.federation.ray_lifecycle TAG
+if __name__ == "__main__":
     _watch(sys.argv[1])

@@ -1,8 +1,8 @@
 """Federation recipes: the tuned hyperparameters of a whole federation for a privacy budget.
 
 :func:`recommended_config` picks the recipe for a user-level epsilon; ``fedpers simulate``
-(:mod:`fedpers.simulation.run`, also for ``fedpers deploy prepare``) and the in-process driver
-(:mod:`fedpers.simulation.fedsim`) fill unset options from it.
+(:mod:`fedpers.simulation.federation.run`, also for ``fedpers deploy prepare``) and the
+in-process driver (:mod:`fedpers.simulation.federation.fedsim`) fill unset options from it.
 """
 
 from __future__ import annotations
@@ -222,7 +222,7 @@ def recommended_config(epsilon: float | None) -> FederationRecipe:
     ========  =====================================================================
 
     How they were found: on MovieLens-100K (943 devices, ``delta = 0.1 / N``) with the
-    in-process driver :mod:`fedpers.simulation.fedsim`, selecting on the validation
+    in-process driver :mod:`fedpers.simulation.federation.fedsim`, selecting on the validation
     item of the shared leave-one-out protocol, the noise multiplier solved with the RDP
     accountant for ``(epsilon, delta, rounds, q = 1)``. Searched for the private
     recipes: a random search, then a coordinate search on the mean of two seeds, over

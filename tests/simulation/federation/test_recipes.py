@@ -8,7 +8,7 @@ import pytest
 
 from fedpers.client.device_round import RoundInstructions
 from fedpers.privacy.errors import ConfigError
-from fedpers.simulation.recipes import RECIPES, recommended_config
+from fedpers.simulation.federation.recipes import RECIPES, recommended_config
 
 
 def test_recommended_config_picks_the_recipe_for_the_budget() -> None:

@@ -7,7 +7,7 @@ registers an observer for the duration of the call instead:
     with observe_rounds(on_event):
         write_report(run_dir, options)
 
-:func:`fedpers.simulation.fedsim.run_fedsim` reports to every active observer when
+:func:`fedpers.simulation.federation.fedsim.run_fedsim` reports to every active observer when
 a federation starts (``entry`` is ``None``) and after each round. Observers are held in a
 context variable, so concurrent callers (threads, tasks) do not see each other's.
 
