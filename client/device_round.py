@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fedpers.client.model import ModelConfig
+from fedpers.client.record_values import integer, number, number_or_unset, unset_as_negative
 from fedpers.client.training.local import LocalTrainConfig, init_user_vector, train_devices
 from fedpers.client.training.update import LocalUpdate
 from fedpers.privacy.dp.noise import device_rng
@@ -51,6 +52,7 @@ NO_CLIP: float = float(np.finfo(np.float64).max)
 """The clip norm passed to the pipeline when a round is not private (``clip_norm == 0``)."""
 
 _LOCAL_PREFIX = "local."
+_RECORD = "round instructions"
 
 
 @dataclass(frozen=True)
@@ -110,11 +112,7 @@ class RoundInstructions:
             "seed": int(self.seed),
             "clip_norm": float(self.clip_norm),
             "noise_share_std": float(self.noise_share_std),
-            "indicator_noise_share_std": (
-                -1.0
-                if self.indicator_noise_share_std is None
-                else float(self.indicator_noise_share_std)
-            ),
+            "indicator_noise_share_std": unset_as_negative(self.indicator_noise_share_std),
         }
         for key, value in self.local.to_dict().items():
             out[_LOCAL_PREFIX + key] = value
@@ -125,31 +123,22 @@ class RoundInstructions:
         """Inverse of :meth:`to_config`; keys it does not know are ignored.
 
         Raises:
-            ConfigError: when a required key is missing or a value is invalid.
+            DataError: when a required key is missing or a value is not of its type.
+            ConfigError: when a value is out of range or a ``local.*`` key is unknown.
         """
-        try:
-            local = LocalTrainConfig.from_dict(
-                {
-                    k[len(_LOCAL_PREFIX) :]: v
-                    for k, v in config.items()
-                    if k.startswith(_LOCAL_PREFIX)
-                }
-            )
-            ind = float(config.get("indicator_noise_share_std", -1.0))  # type: ignore[arg-type]
-            return cls(
-                server_round=int(config["server_round"]),  # type: ignore[call-overload]
-                seed=int(config["seed"]),  # type: ignore[call-overload]
-                clip_norm=float(config["clip_norm"]),  # type: ignore[arg-type]
-                noise_share_std=float(config["noise_share_std"]),  # type: ignore[arg-type]
-                local=local,
-                indicator_noise_share_std=None if ind < 0 else ind,
-            )
-        except KeyError as exc:
-            raise ConfigError(f"round config lacks {exc.args[0]!r}") from exc
-        except (TypeError, ValueError) as exc:
-            if isinstance(exc, ConfigError):
-                raise
-            raise ConfigError(f"bad round config value: {exc}") from exc
+        local = {
+            k.removeprefix(_LOCAL_PREFIX): v
+            for k, v in config.items()
+            if k.startswith(_LOCAL_PREFIX)
+        }
+        return cls(
+            server_round=integer(config, "server_round", _RECORD),
+            seed=integer(config, "seed", _RECORD),
+            clip_norm=number(config, "clip_norm", _RECORD),
+            noise_share_std=number(config, "noise_share_std", _RECORD),
+            local=LocalTrainConfig.from_dict(local, f"{_RECORD} ({_LOCAL_PREFIX}*)"),
+            indicator_noise_share_std=number_or_unset(config, "indicator_noise_share_std", _RECORD),
+        )
 
 
 @dataclass(frozen=True)

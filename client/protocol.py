@@ -28,10 +28,19 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from fedpers.client.record_values import (
+    Values,
+    flag,
+    integer,
+    integers,
+    number,
+    optional_number,
+    text,
+)
 from fedpers.privacy.errors import DataError
 
 __all__ = [
@@ -51,26 +60,54 @@ __all__ = [
     "encode_statuses",
 ]
 
+
+@dataclass(frozen=True)
+class _Kind:
+    """How one training statistic is written to a metric record and read back."""
+
+    write: Callable[[Any], int | float | None]
+    """The entry's value; ``None`` leaves the entry out."""
+    read: Callable[[Values, str, str], Any]
+
+
+def _finite_or_left_out(value: float | None) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+_NUMBER: Final = _Kind(float, number)
+_COUNT: Final = _Kind(int, integer)
+_FLAG: Final = _Kind(int, flag)
+_FINITE: Final = _Kind(_finite_or_left_out, optional_number)
+"""Sent only when finite; a left-out entry reads back as ``None``."""
+
+_DEVICE_STATISTICS: Final = {
+    "norm": _NUMBER,
+    "clipped": _FLAG,
+    "n-examples": _COUNT,
+    "loss": _NUMBER,
+    "record-epsilon": _FINITE,
+}
+"""The entries of :class:`DeviceStatistics` in wire order (attribute: ``-`` -> ``_``)."""
+_SUM_STATISTICS: Final = {
+    "clipped": _COUNT,
+    "n-examples": _COUNT,
+    "loss-sum": _NUMBER,
+    "norm-sum": _NUMBER,
+    "norm-max": _NUMBER,
+    "record-epsilon-max": _FINITE,
+}
+"""The entries of :class:`SumStatistics` in wire order (attribute: ``-`` -> ``_``)."""
+
 EVAL_KEYS: Final = ("hr10_sampled", "ndcg10_sampled", "hr10_full", "ndcg10_full")
 """Per-device evaluation metrics a node sums (the project-wide metric names)."""
-MONITORING_DEVICE_METRICS: Final = ("norm", "clipped", "n-examples", "loss", "record-epsilon")
+MONITORING_DEVICE_METRICS: Final = tuple(_DEVICE_STATISTICS)
 """Per-device training statistics sent only with the monitoring flag."""
-MONITORING_SUM_METRICS: Final = (
-    "clipped",
-    "n-examples",
-    "loss-sum",
-    "norm-sum",
-    "norm-max",
-    "record-epsilon-max",
-)
+MONITORING_SUM_METRICS: Final = tuple(_SUM_STATISTICS)
 """A cohort node's summed statistics sent only with the monitoring flag."""
 
 MONITORING_PLAINTEXT: Final = "plaintext"
 """The ``monitoring`` value of a :class:`NodeRequest` that asks for the statistics."""
 _RECORD_PREFIX: Final = "record."
-
-Values = Mapping[str, object]
-"""A decoded Flower record: entry name -> value."""
 
 
 class ReplyMode(enum.StrEnum):
@@ -128,59 +165,22 @@ _REASONS = {
     DeviceStatus.ROUND_ALREADY_SPENT: "round_already_spent",
 }
 
-# ---------------------------------------------------------------------- value checks
-
-
-def _present(values: Values, key: str, record: str) -> object:
-    if key not in values:
-        raise DataError(f"record {record!r} lacks {key!r}")
-    return values[key]
-
-
-def _number(values: Values, key: str, record: str) -> float:
-    """A required numeric entry (an int or a float, not a bool or a list)."""
-    value = _present(values, key, record)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise DataError(f"record {record!r}: {key!r} is not a number ({value!r})")
-    return float(value)
-
-
-def _optional_number(values: Values, key: str, record: str) -> float | None:
-    return _number(values, key, record) if key in values else None
-
-
-def _integer(values: Values, key: str, record: str) -> int:
-    """A required integral entry (an int, or a float holding a whole number)."""
-    number = _number(values, key, record)
-    if not number.is_integer():
-        raise DataError(f"record {record!r}: {key!r} is not an integer ({number!r})")
-    return int(number)
-
-
-def _integers(values: Values, key: str, record: str) -> tuple[int, ...]:
-    value = _present(values, key, record)
-    if not isinstance(value, list | tuple) or not all(
-        isinstance(v, int) and not isinstance(v, bool) for v in value
-    ):
-        raise DataError(f"record {record!r}: {key!r} is not a list of integers")
-    return tuple(int(v) for v in value)
-
-
-def _flag(values: Values, key: str, record: str) -> bool:
-    number = _integer(values, key, record)
-    if number not in (0, 1):
-        raise DataError(f"record {record!r}: {key!r} must be 0 or 1, got {number}")
-    return bool(number)
-
-
-def _text(values: Values, key: str, record: str, default: str) -> str:
-    value = values.get(key, default)
-    if not isinstance(value, str):
-        raise DataError(f"record {record!r}: {key!r} is not a string ({value!r})")
-    return value
-
-
 # ---------------------------------------------------------------------- node -> coordinator
+
+
+def _encode_statistics(statistics: object, kinds: Mapping[str, _Kind]) -> dict[str, int | float]:
+    """The attributes of ``statistics`` as the entries ``kinds`` names, in its order."""
+    out: dict[str, int | float] = {}
+    for key, kind in kinds.items():
+        value = kind.write(getattr(statistics, key.replace("-", "_")))
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def _decode_statistics(values: Values, record: str, kinds: Mapping[str, _Kind]) -> dict[str, Any]:
+    """Inverse of :func:`_encode_statistics`: attribute -> value, each entry checked."""
+    return {key.replace("-", "_"): kind.read(values, key, record) for key, kind in kinds.items()}
 
 
 @dataclass(frozen=True)
@@ -203,15 +203,7 @@ class DeviceStatistics:
 
     def encode(self) -> dict[str, int | float]:
         """The entries in wire order (``record-epsilon`` only when finite)."""
-        out: dict[str, int | float] = {
-            "norm": float(self.norm),
-            "clipped": int(self.clipped),
-            "n-examples": int(self.n_examples),
-            "loss": float(self.loss),
-        }
-        if self.record_epsilon is not None and math.isfinite(self.record_epsilon):
-            out["record-epsilon"] = float(self.record_epsilon)
-        return out
+        return _encode_statistics(self, _DEVICE_STATISTICS)
 
     @classmethod
     def decode(cls, values: Values, record: str) -> DeviceStatistics:
@@ -220,13 +212,7 @@ class DeviceStatistics:
         Raises:
             DataError: when an entry is missing or not of its type.
         """
-        return cls(
-            norm=_number(values, "norm", record),
-            clipped=_flag(values, "clipped", record),
-            n_examples=_integer(values, "n-examples", record),
-            loss=_number(values, "loss", record),
-            record_epsilon=_optional_number(values, "record-epsilon", record),
-        )
+        return cls(**_decode_statistics(values, record, _DEVICE_STATISTICS))
 
 
 @dataclass(frozen=True)
@@ -256,7 +242,7 @@ class DeviceMetrics:
             DataError: when an entry is missing or not of its type.
         """
         statistics = DeviceStatistics.decode(values, record) if "norm" in values else None
-        return cls(_optional_number(values, "indicator", record), statistics)
+        return cls(optional_number(values, "indicator", record), statistics)
 
 
 @dataclass(frozen=True)
@@ -281,16 +267,7 @@ class SumStatistics:
 
     def encode(self) -> dict[str, int | float]:
         """The entries in wire order (``record-epsilon-max`` only when finite)."""
-        out: dict[str, int | float] = {
-            "clipped": int(self.clipped),
-            "n-examples": int(self.n_examples),
-            "loss-sum": float(self.loss_sum),
-            "norm-sum": float(self.norm_sum),
-            "norm-max": float(self.norm_max),
-        }
-        if self.record_epsilon_max is not None and math.isfinite(self.record_epsilon_max):
-            out["record-epsilon-max"] = float(self.record_epsilon_max)
-        return out
+        return _encode_statistics(self, _SUM_STATISTICS)
 
     @classmethod
     def decode(cls, values: Values, record: str) -> SumStatistics:
@@ -299,14 +276,7 @@ class SumStatistics:
         Raises:
             DataError: when an entry is missing or not of its type.
         """
-        return cls(
-            clipped=_integer(values, "clipped", record),
-            n_examples=_integer(values, "n-examples", record),
-            loss_sum=_number(values, "loss-sum", record),
-            norm_sum=_number(values, "norm-sum", record),
-            norm_max=_number(values, "norm-max", record),
-            record_epsilon_max=_optional_number(values, "record-epsilon-max", record),
-        )
+        return cls(**_decode_statistics(values, record, _SUM_STATISTICS))
 
 
 @dataclass(frozen=True)
@@ -346,9 +316,9 @@ class SumMetrics:
         """
         statistics = SumStatistics.decode(values, record) if "norm-sum" in values else None
         return cls(
-            count=_integer(values, "count", record),
-            device_ids=_integers(values, "device-ids", record),
-            indicator=_optional_number(values, "indicator", record),
+            count=integer(values, "count", record),
+            device_ids=integers(values, "device-ids", record),
+            indicator=optional_number(values, "indicator", record),
             statistics=statistics,
         )
 
@@ -401,7 +371,7 @@ class EvaluationSums:
             DataError: when ``count`` or a metric is missing or not a number.
         """
         return cls(
-            _integer(values, "count", record), {k: _number(values, k, record) for k in EVAL_KEYS}
+            integer(values, "count", record), {k: number(values, k, record) for k in EVAL_KEYS}
         )
 
     @property
@@ -442,9 +412,9 @@ class NodeInfo:
             DataError: when an entry is missing or not an integer.
         """
         return cls(
-            _integer(values, "partition-id", record),
-            _integer(values, "num-partitions", record),
-            _integer(values, "device-id", record),
+            integer(values, "partition-id", record),
+            integer(values, "num-partitions", record),
+            integer(values, "device-id", record),
         )
 
 
@@ -499,7 +469,7 @@ class NodeRequest:
         """
         if values is None:
             return cls()
-        reply = _text(values, "reply", record, ReplyMode.PER_DEVICE.value)
+        reply = text(values, "reply", record, ReplyMode.PER_DEVICE.value)
         try:
             mode = ReplyMode(reply)
         except ValueError:
@@ -511,9 +481,9 @@ class NodeRequest:
         if "secure-agg" in values:
             secure = (str(values["secure-agg"]), str(values.get("key-id", "")))
         return cls(
-            device_ids=_integers(values, "device-ids", record) if "device-ids" in values else (),
+            device_ids=integers(values, "device-ids", record) if "device-ids" in values else (),
             reply=mode,
-            split=_text(values, "split", record, "test"),
+            split=text(values, "split", record, "test"),
             record_level=level or None,
             secure=secure,
             monitoring=values.get("monitoring") == MONITORING_PLAINTEXT,

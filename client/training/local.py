@@ -34,8 +34,9 @@ devices share its cohort (up to float rounding). A node is a cohort of one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,6 +44,14 @@ import torch
 from fedpers.client.inference.fold_in import fold_in  # re-exported: numpy only, for serving
 from fedpers.client.metrics import hits_at_k, ndcgs_at_k, ranks_of
 from fedpers.client.model import ModelConfig
+from fedpers.client.record_values import (
+    UNSET,
+    Values,
+    boolean,
+    integer,
+    number,
+    number_or_unset,
+)
 from fedpers.client.session import SessionConfig, check_session, session_vectors
 from fedpers.client.training.update import LocalUpdate
 from fedpers.privacy.errors import ConfigError
@@ -138,27 +147,36 @@ class LocalTrainConfig:
         out: dict[str, int | float | bool] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            out[f.name] = -1.0 if value is None else value
+            out[f.name] = UNSET if value is None else value
         return out
 
     @classmethod
-    def from_dict(cls, values: dict[str, object]) -> LocalTrainConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
-        known = {f.name: f for f in fields(cls)}
-        unknown = set(values) - set(known)
+    def from_dict(cls, values: Values, record: str = "local") -> LocalTrainConfig:
+        """Inverse of :meth:`to_dict`; a field left out keeps its default.
+
+        Each value is read as its field's type (a negative step size is ``None``).
+
+        Raises:
+            ConfigError: on an unknown key or a value out of range.
+            DataError: on a value that is not of its field's type.
+        """
+        unknown = set(values) - set(_FIELD_READERS)
         if unknown:
             raise ConfigError(f"unknown local training keys: {sorted(unknown)}")
-        kwargs: dict[str, object] = {}
-        for name, value in values.items():
-            if name in ("lr_bias", "lr_tower"):
-                kwargs[name] = None if float(value) < 0 else float(value)  # type: ignore[arg-type]
-            elif name == "train_items":
-                kwargs[name] = bool(value)
-            elif name in ("lr_item", "lr_user", "l2", "session_weight", "session_decay"):
-                kwargs[name] = float(value)  # type: ignore[arg-type]
-            else:
-                kwargs[name] = int(value)  # type: ignore[call-overload]
-        return cls(**kwargs)  # type: ignore[arg-type]
+        kwargs: dict[str, Any] = {
+            name: _FIELD_READERS[name](values, name, record) for name in values
+        }
+        return cls(**kwargs)
+
+
+_TYPE_READERS: dict[str, Callable[[Values, str, str], Any]] = {
+    "int": integer,
+    "float": number,
+    "float | None": number_or_unset,
+    "bool": boolean,
+}
+"""How :meth:`LocalTrainConfig.from_dict` reads a field, by its annotation."""
+_FIELD_READERS = {f.name: _TYPE_READERS[str(f.type)] for f in fields(LocalTrainConfig)}
 
 
 def init_user_vector(dim: int, seed: int, std: float = 0.1) -> np.ndarray:

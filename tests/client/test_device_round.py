@@ -16,7 +16,7 @@ from fedpers.client.model import ItemSide, ModelConfig, shared_arrays
 from fedpers.client.training.local import LocalTrainConfig, train_devices
 from fedpers.privacy.dp.clipping import l2_norm
 from fedpers.privacy.dp.noise import device_rng
-from fedpers.privacy.errors import ConfigError
+from fedpers.privacy.errors import ConfigError, DataError
 
 torch.set_num_threads(1)
 
@@ -55,12 +55,33 @@ def test_instructions_reject_bad_values() -> None:
         RoundInstructions(server_round=1, seed=0, clip_norm=-1.0, noise_share_std=0.0)
     with pytest.raises(ConfigError):
         RoundInstructions(server_round=1, seed=0, clip_norm=0.0, noise_share_std=0.1)
-    with pytest.raises(ConfigError):
+    with pytest.raises(DataError, match="lacks 'server_round'"):
         RoundInstructions.from_config({"seed": 1})
     flat = RoundInstructions(server_round=1, seed=0, clip_norm=1.0, noise_share_std=0.0).to_config()
-    flat["clip_norm"] = "abc"
+    for key, malformed in [
+        ("clip_norm", "abc"),
+        ("seed", 1.5),
+        ("server_round", True),
+        ("noise_share_std", [0.1]),
+        ("indicator_noise_share_std", "none"),
+        ("local.epochs", "2"),
+        ("local.train_items", "false"),
+        ("local.lr_bias", None),
+    ]:
+        with pytest.raises(DataError, match=repr(key.removeprefix("local."))):
+            RoundInstructions.from_config({**flat, key: malformed})
+    # a well-typed value out of range is still a configuration error
     with pytest.raises(ConfigError):
-        RoundInstructions.from_config(flat)
+        RoundInstructions.from_config({**flat, "clip_norm": -1.0})
+    with pytest.raises(ConfigError):
+        RoundInstructions.from_config({**flat, "local.nope": 1})
+
+
+def test_instructions_read_seeds_exactly_and_unset_optionals_as_none() -> None:
+    flat = RoundInstructions(server_round=2, seed=2**62 + 1, clip_norm=1.0, noise_share_std=0.0)
+    assert RoundInstructions.from_config(flat.to_config()).seed == 2**62 + 1
+    without = {k: v for k, v in flat.to_config().items() if k != "indicator_noise_share_std"}
+    assert RoundInstructions.from_config(without).indicator_noise_share_std is None
 
 
 def test_contributions_are_clipped_and_noised_with_the_device_streams() -> None:

@@ -16,7 +16,7 @@ from fedpers.client.training.local import (
     score_devices,
     train_devices,
 )
-from fedpers.privacy.errors import ConfigError
+from fedpers.privacy.errors import ConfigError, DataError
 
 torch.set_num_threads(1)
 
@@ -63,6 +63,19 @@ def test_config_round_trips_and_rejects_bad_values() -> None:
         LocalTrainConfig(lr_item=-1.0)
     with pytest.raises(ConfigError):
         LocalTrainConfig.from_dict({"nope": 1})
+    # a TOML table: ints for float fields, a 0/1 or bool flag, a negative step size unset
+    toml = {"epochs": 3, "lr_item": 1, "train_items": 0, "lr_bias": -1, "l2": 0}
+    read = LocalTrainConfig.from_dict(toml)
+    assert read == LocalTrainConfig(epochs=3, lr_item=1.0, train_items=False, l2=0.0)
+    assert isinstance(read.lr_item, float) and read.lr_bias is None
+    for name, malformed in [
+        ("epochs", 2.5),
+        ("epochs", "2"),
+        ("lr_item", "0.1"),
+        ("train_items", 2),
+    ]:
+        with pytest.raises(DataError, match=f"'local': '{name}'"):
+            LocalTrainConfig.from_dict({name: malformed})
     ranking = LocalTrainConfig(session_weight=2.0, session_decay=0.5, session_window=4)
     assert LocalTrainConfig.from_dict(ranking.to_dict()) == ranking
     assert ranking.session.weight == 2.0 and ranking.session.window == 4
