@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
-from fedpers.simulation.cli import options as opt
+from fedpers.simulation.cli.options import FederationOptions, Json, with_federation_options
 
 if TYPE_CHECKING:  # flwr and torch load with the deployment modules: only in the commands
     from fedpers.simulation.deploy.plan import DeploymentCommands, DeploymentPlan
@@ -61,41 +61,13 @@ def _print_commands(console: Console, plan: DeploymentPlan, commands: Deployment
     )
 
 
+@with_federation_options
 def prepare_command(
+    *,
     out: Annotated[
         Path, typer.Option("--out", help="Run directory to create (config.json, devices, keys).")
     ],
-    dataset: opt.Dataset = "synthetic",
-    rounds: opt.Rounds = None,
-    dp: opt.Dp = "none",
-    epsilon: opt.Epsilon = None,
-    noise_multiplier: opt.NoiseMultiplier = None,
-    clip: opt.Clip = None,
-    adaptive_clip: opt.AdaptiveClip = False,
-    clients_per_round: opt.Clients = None,
-    sample_rate: opt.SampleRate = None,
-    mode: opt.Mode = "cohort",
-    reply: opt.Reply = "per-device",
-    server_opt: opt.ServerOpt = None,
-    server_lr: opt.ServerLr = None,
-    secure_agg: opt.SecureAgg = "none",
-    monitoring_metrics: opt.MonitoringMetrics = "off",
-    keys: opt.Keys = None,
-    seed: opt.Seed = 0,
-    dim: opt.Dim = None,
-    local_epochs: opt.LocalEpochs = None,
-    lr_item: opt.LrItem = None,
-    lr_user: opt.LrUser = None,
-    recipe: opt.Recipe = "auto",
-    eval_every: opt.EvalEvery = 0,
-    eval_devices: opt.EvalDevices = None,
-    nodes: opt.Nodes = 2,
-    no_p10_fraction: opt.NoP10Fraction = 0.0,
-    gpc_fraction: opt.GpcFraction = 0.0,
-    delta: opt.Delta = None,
-    record_noise_multiplier: opt.RecordNoiseMultiplier = 1.0,
-    record_clip: opt.RecordClip = 1.0,
-    record_epsilon_budget: opt.RecordEpsilonBudget = None,
+    federation: FederationOptions,
     host: Annotated[
         str,
         typer.Option(
@@ -118,7 +90,7 @@ def prepare_command(
             "registered with the SuperLink before the nodes connect.",
         ),
     ] = True,
-    as_json: opt.Json = False,
+    as_json: Json = False,
 ) -> None:
     """Write a run directory for the Deployment Engine and print how to start it.
 
@@ -139,40 +111,7 @@ def prepare_command(
       $ fedpers deploy prepare --dataset synthetic --secure-agg he --reply sum --out runs/he
       $ fedpers deploy prepare --dataset ml-100k --dp user --epsilon 8 --out runs/eps8 --json
     """
-    options = opt.federation_options(
-        dataset=dataset,
-        rounds=rounds,
-        out=out,
-        dp=dp,
-        epsilon=epsilon,
-        noise_multiplier=noise_multiplier,
-        clip=clip,
-        adaptive_clip=adaptive_clip,
-        clients_per_round=clients_per_round,
-        sample_rate=sample_rate,
-        mode=mode,
-        reply=reply,
-        server_opt=server_opt,
-        server_lr=server_lr,
-        secure_agg=secure_agg,
-        monitoring_metrics=monitoring_metrics,
-        keys=keys,
-        seed=seed,
-        dim=dim,
-        local_epochs=local_epochs,
-        lr_item=lr_item,
-        lr_user=lr_user,
-        recipe=recipe,
-        eval_every=eval_every,
-        eval_devices=eval_devices,
-        nodes=nodes,
-        no_p10_fraction=no_p10_fraction,
-        gpc_fraction=gpc_fraction,
-        delta=delta,
-        record_noise_multiplier=record_noise_multiplier,
-        record_clip=record_clip,
-        record_epsilon_budget=record_epsilon_budget,
-    )
+    options = federation.simulate_options(out)
     from fedpers.simulation.deploy.plan import deployment_commands, prepare_deployment
     from fedpers.simulation.federation.run import check_options
     from fedpers.simulation.out_dir import output_dir
@@ -221,7 +160,7 @@ def local_command(
     timeout: Annotated[
         float, typer.Option("--timeout", min=1, help="Seconds the whole run may take.")
     ] = 1800.0,
-    as_json: opt.Json = False,
+    as_json: Json = False,
 ) -> None:
     """Start a prepared federation on this machine (127.0.0.1) and wait for it.
 

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fedpers.privacy.errors import ConfigError
-from fedpers.simulation.cli import options as opt
+from fedpers.simulation.cli.options import FederationOptions, Json, with_federation_options
 from fedpers.simulation.cli.progress import StepProgress
 
 if TYPE_CHECKING:
@@ -57,9 +57,9 @@ def _final_table(result: dict[str, Any]) -> Table:
     return table
 
 
+@with_federation_options
 def simulate_command(
-    dataset: opt.Dataset = "synthetic",
-    rounds: opt.Rounds = None,
+    *,
     out: Annotated[
         Path | None, typer.Option("--out", help="Run directory to create (run.db, models, ...).")
     ] = None,
@@ -67,40 +67,12 @@ def simulate_command(
         Path | None,
         typer.Option("--resume", help="Continue the run in this directory from its checkpoint."),
     ] = None,
-    dp: opt.Dp = "none",
-    epsilon: opt.Epsilon = None,
-    noise_multiplier: opt.NoiseMultiplier = None,
-    clip: opt.Clip = None,
-    adaptive_clip: opt.AdaptiveClip = False,
-    clients_per_round: opt.Clients = None,
-    sample_rate: opt.SampleRate = None,
-    mode: opt.Mode = "cohort",
-    reply: opt.Reply = "per-device",
-    server_opt: opt.ServerOpt = None,
-    server_lr: opt.ServerLr = None,
-    secure_agg: opt.SecureAgg = "none",
-    monitoring_metrics: opt.MonitoringMetrics = "off",
-    keys: opt.Keys = None,
-    seed: opt.Seed = 0,
-    dim: opt.Dim = None,
-    local_epochs: opt.LocalEpochs = None,
-    lr_item: opt.LrItem = None,
-    lr_user: opt.LrUser = None,
-    recipe: opt.Recipe = "auto",
-    eval_every: opt.EvalEvery = 0,
-    eval_devices: opt.EvalDevices = None,
-    nodes: opt.Nodes = 2,
-    no_p10_fraction: opt.NoP10Fraction = 0.0,
-    gpc_fraction: opt.GpcFraction = 0.0,
+    federation: FederationOptions,
     lazy_devices: Annotated[
         bool, typer.Option("--lazy-devices", help="Create a device's store when first sampled.")
     ] = False,
-    delta: opt.Delta = None,
-    record_noise_multiplier: opt.RecordNoiseMultiplier = 1.0,
-    record_clip: opt.RecordClip = 1.0,
-    record_epsilon_budget: opt.RecordEpsilonBudget = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="Show Flower and Ray logs.")] = False,
-    as_json: opt.Json = False,
+    as_json: Json = False,
 ) -> None:
     """Train the shared item model with Flower's simulation engine, one device per user.
 
@@ -116,43 +88,10 @@ def simulate_command(
       $ fedpers simulate --dataset synthetic --rounds 5 --sample-rate 0.1 --json --out runs/s
       $ fedpers simulate --resume runs/eps8
     """
-    if resume is None and out is None:
+    run_dir = out or resume
+    if run_dir is None:
         raise ConfigError("give --out RUN_DIR (or --resume RUN_DIR)")
-    options = opt.federation_options(
-        dataset=dataset,
-        rounds=rounds,
-        out=out or resume,  # type: ignore[arg-type]
-        dp=dp,
-        epsilon=epsilon,
-        noise_multiplier=noise_multiplier,
-        clip=clip,
-        adaptive_clip=adaptive_clip,
-        clients_per_round=clients_per_round,
-        sample_rate=sample_rate,
-        mode=mode,
-        reply=reply,
-        server_opt=server_opt,
-        server_lr=server_lr,
-        secure_agg=secure_agg,
-        monitoring_metrics=monitoring_metrics,
-        keys=keys,
-        seed=seed,
-        dim=dim,
-        local_epochs=local_epochs,
-        lr_item=lr_item,
-        lr_user=lr_user,
-        recipe=recipe,
-        eval_every=eval_every,
-        eval_devices=eval_devices,
-        nodes=nodes,
-        no_p10_fraction=no_p10_fraction,
-        gpc_fraction=gpc_fraction,
-        lazy_devices=lazy_devices,
-        delta=delta,
-        record_noise_multiplier=record_noise_multiplier,
-        record_clip=record_clip,
-        record_epsilon_budget=record_epsilon_budget,
-    )
+    options = federation.simulate_options(run_dir, lazy_devices=lazy_devices)
     console = Console(stderr=True)
     progress = StepProgress(console, "round")
 
