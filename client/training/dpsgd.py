@@ -420,7 +420,8 @@ class DPSGDOptimizer(DPOptimizerFastGradientClipping):
         self.noise_steps += 1
 
     def _noise_scale(self, p: nn.Parameter) -> float:
-        assert self.expected_batch_size is not None
+        if self.expected_batch_size is None:
+            raise ConfigError("the DP optimizer has no expected batch size to scale its noise by")
         scale = self.noise_multiplier * self.max_grad_norm / self.expected_batch_size
         return float(self._lr[id(p)] * scale)
 

@@ -230,6 +230,14 @@ def test_deferred_and_dense_have_the_same_distribution_on_read_rows() -> None:
         assert std == pytest.approx(math.sqrt(6), rel=0.12), noise
 
 
+def test_deferred_noise_without_an_expected_batch_size_is_a_config_error() -> None:
+    scorer = PairScorer(torch.zeros(4, 2), torch.zeros(4), torch.zeros(2))
+    session = DPSGDSession(scorer, DPSGDConfig(), 4, torch.Generator().manual_seed(0))
+    session.optimizer.expected_batch_size = None
+    with pytest.raises(ConfigError, match="expected batch size"):
+        session.optimizer.materialize()
+
+
 def _setup(n_items: int = 200, dim: int = 8, n_pos: int = 30, seed: int = 0):
     config = ModelConfig(n_items=n_items, dim=dim)
     arrays = shared_arrays(ItemSide(config, seed=seed))
