@@ -771,7 +771,7 @@ def consent_section(src: RunSources) -> ConsentSection:
     for row in src.participants:
         if row.get("status") == "accepted":
             accepted[int(row["round"])].append(int(row["device_id"]))
-    erased = {d: rec for d, rec in devices.items() if rec.erased_at is not None}
+    erased_at = {d: at for d, rec in devices.items() if (at := rec.erased_at) is not None}
     rounds: list[ConsentRound] = []
     violations = 0
     unverifiable = 0
@@ -805,15 +805,12 @@ def consent_section(src: RunSources) -> ConsentSection:
             )
         )
     erasures: list[ErasureRecord] = []
-    for device_id, rec in sorted(erased.items()):
-        assert rec.erased_at is not None
-        before = [
-            int(r["round"]) for r in src.rounds if float(r.get("started_at") or 0) <= rec.erased_at
-        ]
+    for device_id, at in sorted(erased_at.items()):
+        before = [int(r["round"]) for r in src.rounds if float(r.get("started_at") or 0) <= at]
         after = [
             int(r["round"])
             for r in src.rounds
-            if float(r.get("started_at") or 0) > rec.erased_at
+            if float(r.get("started_at") or 0) > at
             and device_id in accepted.get(int(r["round"]), [])
         ]
         erasures.append(
@@ -833,8 +830,8 @@ def consent_section(src: RunSources) -> ConsentSection:
                 f"; {unverifiable} participation(s) of devices erased since (or without a "
                 "store) cannot be checked, because erasure removes the consent log"
             )
-        if erased:
-            methods = sorted({rec.erasure_evidence for rec in erased.values()})
+        if erased_at:
+            methods = sorted({devices[d].erasure_evidence for d in erased_at})
             source += "; erasures: " + "; ".join(methods)
     else:
         source = (
