@@ -397,7 +397,7 @@ def _loop(
         )
     else:
         db.write_privacy({"epsilon": None})
-    db.write_privacy({"stopped_reason": outcome.stopped_reason, "final_metrics": outcome.metrics})
+    db.write_final(outcome.metrics, outcome.stopped_reason)
     return outcome
 
 

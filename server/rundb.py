@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -59,6 +60,9 @@ __all__ = [
 ]
 
 migrations = Migrations("fedpers.rundb")
+
+#: The ``privacy`` key of the final metrics, written last by :meth:`RunDB.write_final`.
+_FINAL_ENTRY = "final_metrics"
 
 
 @migrations()
@@ -230,6 +234,25 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, allow_nan=False, default=str)
 
 
+def _table_row(round_: int, record: ParticipantRecord | EgressRecord) -> dict[str, Any]:
+    """A participant or egress record as its table's row in round ``round_``.
+
+    Node ids are Flower's unsigned 64-bit ids, stored as text (SQLite integers are signed);
+    an egress entry's shape is stored as a JSON list and its size as ``bytes``.
+    """
+    row = {"round": round_, **asdict(record)}
+    row["node_id"] = None if record.node_id is None else str(record.node_id)
+    if isinstance(record, EgressRecord):
+        row["shape"] = json.dumps(list(record.shape))
+        row["bytes"] = row.pop("nbytes")
+    return row
+
+
+def _with_metrics_decoded(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``rounds`` or ``models`` row with its JSON ``metrics`` column decoded."""
+    return {**row, "metrics": json.loads(row["metrics"] or "{}")}
+
+
 class RunDB:
     """The run database of one run directory.
 
@@ -258,6 +281,30 @@ class RunDB:
         except Exception as exc:
             raise StoreError(f"{run.run_db}: cannot open run database ({exc})") from exc
         return cls(run.root, db)
+
+    @classmethod
+    def open_readonly(cls, run_dir: Path) -> RunDB:
+        """Open ``run_dir/run.db`` for reading only, writing nothing in the run directory.
+
+        A closed run (no ``-wal`` file) is opened immutable, which creates no ``-wal`` or
+        ``-shm`` files; a live (or crashed) run's ``-wal`` is read as it stands.
+
+        Raises:
+            StoreError: the run directory has no ``run.db``, or it is not a readable
+                SQLite database.
+        """
+        run = RunDirectory(run_dir)
+        path = run.run_db
+        if not path.is_file():
+            raise StoreError(f"{path}: no run database")
+        live = path.with_name(path.name + "-wal").exists()
+        uri = f"{path.resolve().as_uri()}?{'mode=ro' if live else 'immutable=1'}"
+        try:
+            conn = sqlite3.connect(uri, uri=True)
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{path}: cannot open run database read-only ({exc})") from exc
+        return cls(run.root, sqlite_utils.Database(conn))
 
     def close(self) -> None:
         """Close the connection."""
@@ -295,6 +342,26 @@ class RunDB:
         """The stored privacy parameters."""
         return {r["key"]: json.loads(r["value"]) for r in self.db.table("privacy").rows}
 
+    def write_final(self, metrics: Mapping[str, Any], stopped_reason: str | None) -> None:
+        """Store the run's final metrics and why it stopped early: a run's last write."""
+        self.write_privacy({"stopped_reason": stopped_reason, _FINAL_ENTRY: dict(metrics)})
+
+    def finished(self) -> bool:
+        """Whether the coordinator has made the run's last write (:meth:`write_final`).
+
+        A cheap read, for polling a live run; ``False`` before the tables exist.
+
+        Raises:
+            StoreError: the database cannot be read.
+        """
+        try:
+            if not self.db.table("privacy").exists():
+                return False
+            rows = self.db.execute("SELECT 1 FROM privacy WHERE key = ?", [_FINAL_ENTRY])
+            return rows.fetchone() is not None
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.files.run_db}: cannot read the run database ({exc})") from exc
+
     # -- rounds ----------------------------------------------------------------------------
 
     def record_round(
@@ -315,36 +382,10 @@ class RunDB:
             self._delete_round(record.round)
             self.db.table("rounds").insert(row)
             self.db.table("participants").insert_all(
-                (
-                    {
-                        "round": record.round,
-                        "device_id": p.device_id,
-                        "node_id": None if p.node_id is None else str(p.node_id),
-                        "status": p.status,
-                        "reason": p.reason,
-                    }
-                    for p in participants
-                ),
-                batch_size=1000,
+                (_table_row(record.round, p) for p in participants), batch_size=1000
             )
             self.db.table("egress").insert_all(
-                (
-                    {
-                        "round": record.round,
-                        "message_type": e.message_type,
-                        "node_id": None if e.node_id is None else str(e.node_id),
-                        "device_id": e.device_id,
-                        "record": e.record,
-                        "name": e.name,
-                        "kind": e.kind,
-                        "shape": json.dumps(list(e.shape)),
-                        "dtype": e.dtype,
-                        "bytes": e.nbytes,
-                        "protection": e.protection,
-                    }
-                    for e in egress
-                ),
-                batch_size=1000,
+                (_table_row(record.round, e) for e in egress), batch_size=1000
             )
         with open(self.files.metrics, "a", encoding="utf-8") as fh:
             fh.write(_dumps(record.to_json()) + "\n")
@@ -356,11 +397,9 @@ class RunDB:
 
     def rounds(self) -> list[dict[str, Any]]:
         """Every stored round, in order, with ``metrics`` decoded."""
-        out = []
-        for row in self.db.table("rounds").rows_where(order_by="round"):
-            row["metrics"] = json.loads(row["metrics"] or "{}")
-            out.append(row)
-        return out
+        return [
+            _with_metrics_decoded(r) for r in self.db.table("rounds").rows_where(order_by="round")
+        ]
 
     def participants(self, round_: int | None = None) -> list[dict[str, Any]]:
         """Participant rows, of one round or all."""
@@ -414,11 +453,13 @@ class RunDB:
                 pk="round",
             )
 
+    def models(self) -> list[dict[str, Any]]:
+        """Every registry row, in round order (``metrics`` decoded)."""
+        return [
+            _with_metrics_decoded(r) for r in self.db.table("models").rows_where(order_by="round")
+        ]
+
     def latest_model(self) -> dict[str, Any] | None:
         """The registry row of the latest global model (``metrics`` decoded), if any."""
         rows = list(self.db.table("models").rows_where("is_latest = 1", limit=1))
-        if not rows:
-            return None
-        row: dict[str, Any] = dict(rows[0])
-        row["metrics"] = json.loads(row["metrics"] or "{}")
-        return row
+        return _with_metrics_decoded(rows[0]) if rows else None

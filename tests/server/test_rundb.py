@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from fedpers.privacy.errors import StoreError
 from fedpers.server.rundb import EgressRecord, ParticipantRecord, RoundRecord, RunDB
 
 
@@ -58,6 +59,7 @@ def test_round_participants_egress_and_metrics_jsonl(tmp_path: Path) -> None:
         assert [p["reason"] for p in db.participants(1)] == [None, "non_finite", "no_p10_consent"]
         egress = list(db.egress(1))
         assert egress[0]["shape"] == "[10]" and egress[0]["bytes"] == 40
+        assert egress[0]["node_id"] == "7" and db.participants(1)[2]["node_id"] == "8"
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 1
     obj = json.loads(lines[0])
@@ -83,6 +85,7 @@ def test_registry_latest_and_truncate(tmp_path: Path) -> None:
         latest = db.latest_model()
         assert latest is not None and latest["round"] == 1
         assert latest["metrics"] == {"hr10_sampled": 0.1}
+        assert [(m["round"], m["metrics"]) for m in db.models()] == [(1, {"hr10_sampled": 0.1})]
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["round"] for line in lines] == [1]
 
@@ -103,8 +106,67 @@ def test_reopen_keeps_data(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("bad", ["not a database"])
 def test_corrupt_file_is_a_store_error(tmp_path: Path, bad: str) -> None:
-    from fedpers.privacy.errors import StoreError
-
     (tmp_path / "run.db").write_text(bad * 200)
     with pytest.raises(StoreError, match=r"run\.db"):
         RunDB.open(tmp_path)
+
+
+def test_models_in_round_order(tmp_path: Path) -> None:
+    with RunDB.open(tmp_path) as db:
+        assert db.models() == []
+        for r in (2, 1):
+            db.register_model(r, tmp_path / f"m{r}.npz", f"sha{r}", {"loss": float("inf")})
+        models = db.models()
+    assert [(m["round"], m["sha256"], m["is_latest"]) for m in models] == [
+        (1, "sha1", 1),
+        (2, "sha2", 0),
+    ]
+    assert models[0]["metrics"] == {"loss": None}
+
+
+def test_final_entry_marks_the_run_finished(tmp_path: Path) -> None:
+    with RunDB.open(tmp_path) as db:
+        db.write_privacy({"epsilon": 1.0})
+        assert not db.finished()
+        db.write_final({"hr10": 0.25}, "budget spent")
+        assert db.finished()
+        privacy = db.read_privacy()
+    assert privacy["final_metrics"] == {"hr10": 0.25}
+    assert privacy["stopped_reason"] == "budget spent" and privacy["epsilon"] == 1.0
+
+
+def test_open_readonly_reads_a_closed_run_and_writes_nothing(tmp_path: Path) -> None:
+    with RunDB.open(tmp_path) as db:
+        db.write_config({"rounds": 3})
+        db.record_round(_round(1))
+        db.register_model(1, tmp_path / "m1.npz", "sha1", {})
+        db.write_final({}, None)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert "run.db-wal" not in before
+    with RunDB.open_readonly(tmp_path) as db:
+        assert db.read_config() == {"rounds": 3}
+        assert [r["round"] for r in db.rounds()] == [1]
+        assert [m["sha256"] for m in db.models()] == ["sha1"]
+        assert db.finished()
+        with pytest.raises(sqlite3.Error):
+            db.write_privacy({"epsilon": 2.0})
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_open_readonly_follows_a_live_run(tmp_path: Path) -> None:
+    with RunDB.open(tmp_path) as writer:
+        writer.record_round(_round(1))
+        assert (tmp_path / "run.db-wal").exists()
+        with RunDB.open_readonly(tmp_path) as reader:
+            assert [r["round"] for r in reader.rounds()] == [1]
+            assert not reader.finished()
+            writer.write_final({}, None)
+            assert reader.finished()
+
+
+def test_open_readonly_missing_or_corrupt_is_a_store_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="no run database"):
+        RunDB.open_readonly(tmp_path)
+    (tmp_path / "run.db").write_text("not a database" * 200)
+    with pytest.raises(StoreError, match=r"run\.db"):
+        RunDB.open_readonly(tmp_path)
