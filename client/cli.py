@@ -12,9 +12,7 @@ command of this sub-app, the model-backed ones (``recommend``) included.
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -27,6 +25,7 @@ import typer
 if TYPE_CHECKING:  # the store (sqlite-utils, numpy) loads inside the commands: fast --help
     from fedpers.client.consent import ConsentManager
     from fedpers.client.store import EventStore
+from fedpers.client.private_file import private_file
 from fedpers.privacy.consent import ConsentState, Purpose, parse_purposes
 from fedpers.privacy.errors import DataError, FedpersError
 
@@ -328,20 +327,6 @@ def gpc_command(
 # -- owner's rights ----------------------------------------------------------------------
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically, readable by the owner only."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 @client_app.command("export")
 def export_command(
     store: StoreArg,
@@ -364,7 +349,8 @@ def export_command(
             typer.echo(document)
             return
         try:
-            _write_private(out, document + "\n")
+            with private_file(out, "w") as handle:
+                handle.write(document + "\n")
         except OSError as exc:
             raise DataError(f"{out}: cannot write the export: {exc}") from None
         typer.echo(f"exported {opened.count()} events to {out}", err=True)

@@ -11,7 +11,7 @@ other processes included.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TypeAlias
 
 from fedpers.client.store import ConsentLogEntry, EventStore
@@ -51,9 +51,7 @@ class ConsentManager:
         Raises:
             DataError: a purpose is not one fedpers uses.
         """
-        named = [parse_purpose(p) for p in purposes]
-        at = self._clock()
-        return self._store.update_consent(lambda s: s.granting(named, at), "grant", named)
+        return self._change(ConsentState.granting, purposes, "grant")
 
     def withdraw(self, *purposes: PurposeLike) -> ConsentState:
         """Withdraw ``purposes``; effective immediately for every gate.
@@ -61,17 +59,22 @@ class ConsentManager:
         Raises:
             DataError: a purpose is not one fedpers uses.
         """
-        named = [parse_purpose(p) for p in purposes]
-        at = self._clock()
-        return self._store.update_consent(lambda s: s.withdrawing(named, at), "withdraw", named)
+        return self._change(ConsentState.withdrawing, purposes, "withdraw")
 
     def withdraw_all(self) -> ConsentState:
         """Withdraw every purpose in one call (GPC is left as it is)."""
-        everything = list(Purpose)
+        return self._change(ConsentState.withdrawing, list(Purpose), "withdraw_all")
+
+    def _change(
+        self,
+        transition: Callable[[ConsentState, list[Purpose], float], ConsentState],
+        purposes: Iterable[PurposeLike],
+        action: str,
+    ) -> ConsentState:
+        """Apply ``transition`` to the stored state with ``purposes``, now, and log ``action``."""
+        named = [parse_purpose(p) for p in purposes]
         at = self._clock()
-        return self._store.update_consent(
-            lambda s: s.withdrawing(everything, at), "withdraw_all", everything
-        )
+        return self._store.update_consent(lambda s: transition(s, named, at), action, named)
 
     def set_gpc(self, enabled: bool) -> ConsentState:
         """Set or clear the Global Privacy Control signal (an opt-out of sharing)."""

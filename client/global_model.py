@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from fedpers.client.model_layout import ModelConfig, item_vectors, shared_layout
+from fedpers.client.private_file import private_file
 from fedpers.privacy.errors import ConfigError, StoreError
 
 __all__ = ["GLOBAL_MODEL_FORMAT", "GlobalModel"]
@@ -127,16 +127,8 @@ class GlobalModel:
         if self.item_features is not None:
             payload["item_features"] = np.asarray(self.item_features, dtype=np.float32)
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **payload)  # type: ignore[arg-type]
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with private_file(target, "wb", suffix=".npz") as fh:
+            np.savez(fh, **payload)  # type: ignore[arg-type]
         return target
 
     @classmethod

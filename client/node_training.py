@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,22 +32,36 @@ from fedpers.client.store import LedgerEntry
 from fedpers.privacy.dp.accounting import record_level_epsilon
 from fedpers.privacy.errors import BudgetExhaustedError, ConsentError, FedpersError
 
-__all__ = ["persist", "train_cohort", "train_record_level"]
+__all__ = ["GlobalRound", "persist", "train_cohort", "train_record_level"]
 
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class GlobalRound:
+    """What every device of a round starts from, as the coordinator's message gives it.
+
+    Attributes:
+        global_arrays: the global shared parameters in wire order.
+        model_config: the shape of the model.
+        item_features: item attributes for the attribute tower, else ``None``.
+        instructions: the round's instructions.
+    """
+
+    global_arrays: list[np.ndarray]
+    model_config: ModelConfig
+    item_features: np.ndarray | None
+    instructions: RoundInstructions
+
+
 def train_cohort(
-    devices: Sequence[HostedDevice],
-    global_arrays: list[np.ndarray],
-    model_config: ModelConfig,
-    item_features: np.ndarray | None,
-    instructions: RoundInstructions,
+    devices: Sequence[HostedDevice], round_: GlobalRound
 ) -> tuple[list[DeviceContribution], dict[int, DeviceStatus]]:
     """Train the cohort at once; when that fails, one by one to isolate the failures."""
     if not devices:
         return [], {}
-    args = (global_arrays, model_config, item_features)
+    args = (round_.global_arrays, round_.model_config, round_.item_features)
+    instructions = round_.instructions
     try:
         contributions = run_device_rounds(
             *args,
@@ -75,10 +90,7 @@ def train_cohort(
 
 def train_record_level(
     devices: Sequence[HostedDevice],
-    global_arrays: list[np.ndarray],
-    model_config: ModelConfig,
-    item_features: np.ndarray | None,
-    instructions: RoundInstructions,
+    round_: GlobalRound,
     settings: dict[str, Any],
     budget: float | None,
 ) -> tuple[list[DeviceContribution], dict[int, DeviceStatus], dict[int, float]]:
@@ -102,6 +114,7 @@ def train_record_level(
     if budget is not None:
         values["epsilon_budget"] = budget
     config = DPSGDConfig(**values)
+    instructions = round_.instructions
     seed, rnd = instructions.seed, instructions.server_round
     out: list[DeviceContribution] = []
     statuses: dict[int, DeviceStatus] = {}
@@ -114,9 +127,9 @@ def train_record_level(
         history = [(e.noise_multiplier, e.sample_rate, e.steps) for e in ledger]
         try:
             update = dp_sgd_local_update(
-                global_arrays,
-                model_config,
-                item_features,
+                round_.global_arrays,
+                round_.model_config,
+                round_.item_features,
                 d.user_vector,
                 d.items,
                 config,

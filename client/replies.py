@@ -41,7 +41,7 @@ from fedpers.client.hosted_devices import (
     load_devices,
 )
 from fedpers.client.model import ModelConfig
-from fedpers.client.node_training import persist, train_cohort, train_record_level
+from fedpers.client.node_training import GlobalRound, persist, train_cohort, train_record_level
 from fedpers.client.protocol import (
     EVAL_KEYS,
     DeviceMetrics,
@@ -259,19 +259,12 @@ def train_message(message: Message, context: Context, settings: ClientSettings) 
     )
     statuses.update(refused)
     record_epsilon: dict[int, float] = {}
+    global_round = GlobalRound(inp.global_arrays, model_config, features, instructions)
     if request.record_level is None:
-        contributions, failed = train_cohort(
-            ready, inp.global_arrays, model_config, features, instructions
-        )
+        contributions, failed = train_cohort(ready, global_round)
     else:
         contributions, failed, record_epsilon = train_record_level(
-            ready,
-            inp.global_arrays,
-            model_config,
-            features,
-            instructions,
-            dict(request.record_level),
-            settings.record_epsilon_budget,
+            ready, global_round, dict(request.record_level), settings.record_epsilon_budget
         )
     statuses.update(failed)
     persist(ready, contributions)
