@@ -10,7 +10,6 @@ ClientApp processes and the key holder all inherit it).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -25,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from deployment_processes import alive, on_free_ports, processes_of, stop_leftovers
 from local_grid import LocalGrid
 
 from fedpers.client.app import ClientSettings, make_client_app
@@ -32,7 +32,6 @@ from fedpers.server.app import SECAGG_SETUP_KEY, initial_arrays, run_federation
 from fedpers.server.checkpoint import load_checkpoint
 from fedpers.server.config import FederationConfig
 from fedpers.server.rundb import RunDB
-from fedpers.simulation.data import SyntheticConfig, generate_synthetic, write_interaction_log
 from fedpers.simulation.deploy.launcher import (
     DeploymentError,
     processes,
@@ -42,42 +41,11 @@ from fedpers.simulation.deploy.launcher import (
 from fedpers.simulation.deploy.plan import (
     DeploymentPlan,
     deployment_commands,
-    free_port,
     prepare_deployment,
-    write_flower_config,
 )
 from fedpers.simulation.federation.run import SimulateOptions
 
 pytestmark = pytest.mark.integration
-
-
-def _processes_of(run_dir: Path) -> list[int]:
-    """Live processes whose environment names a folder of ``run_dir``."""
-    needle = str(run_dir).encode()
-    found = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if int(entry.name) != os.getpid() and needle in environ:
-            found.append(int(entry.name))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, exited but not yet reaped by its new parent, does not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-@pytest.fixture(scope="module")
-def tiny_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    data = generate_synthetic(SyntheticConfig(n_users=24, n_items=40, events_per_user=8, seed=2))
-    return write_interaction_log(data, tmp_path_factory.mktemp("data") / "tiny.csv")
 
 
 def _prepare(run_dir: Path, log: Path, **kw: Any) -> DeploymentPlan:
@@ -90,11 +58,7 @@ def _prepare(run_dir: Path, log: Path, **kw: Any) -> DeploymentPlan:
 def no_leftovers(tmp_path: Path) -> Iterator[Path]:
     """The test's folder; afterwards, kills and reports any process still using it."""
     yield tmp_path
-    left = _processes_of(tmp_path)
-    for pid in left:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, 9)
-    assert not left, f"processes left running: {left}"
+    stop_leftovers(tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -110,11 +74,7 @@ def he_run(
         result = run_local(plan.run_dir, timeout=300)
         yield plan, result, fresh
     finally:
-        left = _processes_of(root)
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, 9)
-        assert not left, f"processes left running: {left}"
+        stop_leftovers(root)
 
 
 @pytest.mark.slow  # ~50 s: Flower polls every 3 s and starts a ClientApp process per message
@@ -139,7 +99,7 @@ def test_he_deployment_completes_with_ckks_and_key_custody(
     assert setup["keys_dir"] == str(plan.root / "keys")
     coordinator, holder = setup["coordinator_pid"], setup["key_holder_pid"]
     assert holder != coordinator and os.getpid() not in (holder, coordinator)
-    assert not _alive(holder) and not _alive(coordinator)  # both gone with the run
+    assert not alive(holder) and not alive(coordinator)  # both gone with the run
     updates = [e for e in egress if e["record"].startswith("update.")]
     assert len(updates) == 2 * 2  # one encrypted node sum per SuperNode and round
     assert {e["dtype"] for e in updates} == {"uint8"}
@@ -187,16 +147,10 @@ def test_failed_run_reports_the_serverapp_error_and_stops_everything(
     assert time.monotonic() - start < 90
 
 
-def _started_superlink(plan: DeploymentPlan) -> DeploymentPlan:
-    plan = replace(plan, port=free_port(), node_ports=[free_port() for _ in plan.nodes])
-    write_flower_config(plan)
-    return plan
-
-
 def test_unregistered_or_unverified_supernodes_are_refused(
     no_leftovers: Path, tiny_log: Path
 ) -> None:
-    plan = _started_superlink(_prepare(no_leftovers / "run", tiny_log, rounds=0))
+    plan = on_free_ports(_prepare(no_leftovers / "run", tiny_log, rounds=0))
     other = _prepare(no_leftovers / "other", tiny_log, rounds=0)  # another CA, other keys
     commands = deployment_commands(plan, full_paths=True)
     foreign = deployment_commands(replace(other, port=plan.port), full_paths=True)
@@ -235,7 +189,7 @@ def test_ctrl_c_stops_every_process(no_leftovers: Path, tiny_log: Path) -> None:
             while "submitted" not in err.read_text() and time.monotonic() < deadline:
                 assert proc.poll() is None, err.read_text()
                 time.sleep(0.2)
-            assert _processes_of(plan.root), "nothing was running"
+            assert processes_of(plan.root), "nothing was running"
             proc.send_signal(signal.SIGINT)
             out, _ = proc.communicate(timeout=60)
         finally:

@@ -26,18 +26,16 @@ from typing import Any
 
 import numpy as np
 import pytest
+from deployment_processes import on_free_ports, stop_leftovers
 
 from fedpers.privacy.errors import StoreError
 from fedpers.server.checkpoint import load_checkpoint
 from fedpers.server.rundb import RunDB
-from fedpers.simulation.data import SyntheticConfig, generate_synthetic, write_interaction_log
 from fedpers.simulation.deploy.launcher import ProcessGroup, processes, wait_listening
 from fedpers.simulation.deploy.plan import (
     DeploymentPlan,
     deployment_commands,
-    free_port,
     prepare_deployment,
-    write_flower_config,
 )
 from fedpers.simulation.federation.run import SimulateOptions
 
@@ -46,37 +44,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROUNDS = 3
 
 
-def _processes_of(folder: Path) -> list[int]:
-    needle = str(folder).encode()
-    found = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            environ = (entry / "environ").read_bytes()
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            continue
-        if int(entry.name) != os.getpid() and needle in environ:
-            found.append(int(entry.name))
-    return found
-
-
 @pytest.fixture
 def folder(tmp_path: Path) -> Iterator[Path]:
     """The test's folder; afterwards, kills and reports any process still using it."""
     yield tmp_path
-    left = _processes_of(tmp_path)
-    for pid in left:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    assert not left, f"processes left running: {left}"
-
-
-@pytest.fixture(scope="module")
-def tiny_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    data = generate_synthetic(SyntheticConfig(n_users=24, n_items=40, events_per_user=8, seed=2))
-    return write_interaction_log(data, tmp_path_factory.mktemp("data") / "tiny.csv")
+    stop_leftovers(tmp_path, ignore_zombies=True)
 
 
 def _plan(run_dir: Path, log: Path, **kw: Any) -> DeploymentPlan:
@@ -90,10 +62,7 @@ def _plan(run_dir: Path, log: Path, **kw: Any) -> DeploymentPlan:
         "clip": 0.5,
         **kw,
     }
-    plan = prepare_deployment(SimulateOptions(dataset=str(log), **fields), run_dir)
-    plan = replace(plan, port=free_port(), node_ports=[free_port() for _ in plan.nodes])
-    write_flower_config(plan)
-    return plan
+    return on_free_ports(prepare_deployment(SimulateOptions(dataset=str(log), **fields), run_dir))
 
 
 def _rounds(plan: DeploymentPlan) -> list[dict[str, Any]]:
