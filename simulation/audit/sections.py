@@ -174,6 +174,22 @@ def _relative(a: float | None, b: float | None) -> float | None:
     return abs(a - b) / abs(b)
 
 
+def _recomputation(
+    accountant: str, epsilon: float, reported: float | None, detail: str
+) -> CrossCheck:
+    """A recomputed ``epsilon`` that agrees when within the tolerance of the reported one."""
+    rel = _relative(reported, epsilon)
+    return CrossCheck(
+        accountant=accountant,
+        epsilon=finite_or_none(epsilon),
+        reported_epsilon=reported,
+        relative_difference=finite_or_none(rel),
+        tolerance=ACCOUNTANT_TOLERANCE,
+        agrees=rel is not None and rel <= ACCOUNTANT_TOLERANCE,
+        detail=detail,
+    )
+
+
 def _cross_checks(
     events: Sequence[RoundEvent], delta: float, accountant: str, reported: float | None
 ) -> list[CrossCheck]:
@@ -182,34 +198,24 @@ def _cross_checks(
     acc: Any = accountant if accountant in ("rdp", "prv") else "rdp"
     try:
         independent = cross_check_history(events, delta, acc)
-        rel = _relative(reported, independent.reference_epsilon)
         checks.append(
-            CrossCheck(
-                accountant=independent.reference_method,
-                epsilon=finite_or_none(independent.reference_epsilon),
-                reported_epsilon=reported,
-                relative_difference=finite_or_none(rel),
-                tolerance=ACCOUNTANT_TOLERANCE,
-                agrees=rel is not None and rel <= ACCOUNTANT_TOLERANCE,
-                detail=(
-                    f"Google dp-accounting recomputed epsilon from the {len(events)} recorded "
-                    "rounds (noise multiplier and sampling of each), the same analysis as the "
-                    f"run's {independent.method} in another library."
-                ),
+            _recomputation(
+                independent.reference_method,
+                independent.reference_epsilon,
+                reported,
+                f"Google dp-accounting recomputed epsilon from the {len(events)} recorded "
+                "rounds (noise multiplier and sampling of each), the same analysis as the "
+                f"run's {independent.method} in another library.",
             )
         )
     except PrivacyAccountingError as exc:
         recomputed = epsilon_from_history(events, delta, acc)
-        rel = _relative(reported, recomputed.epsilon)
         checks.append(
-            CrossCheck(
-                accountant=recomputed.accountant,
-                epsilon=finite_or_none(recomputed.epsilon),
-                reported_epsilon=reported,
-                relative_difference=finite_or_none(rel),
-                tolerance=ACCOUNTANT_TOLERANCE,
-                agrees=rel is not None and rel <= ACCOUNTANT_TOLERANCE,
-                detail=f"Recomputed from the recorded rounds; no independent library: {exc}",
+            _recomputation(
+                recomputed.accountant,
+                recomputed.epsilon,
+                reported,
+                f"Recomputed from the recorded rounds; no independent library: {exc}",
             )
         )
     if acc == "rdp":

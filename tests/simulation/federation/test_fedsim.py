@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -73,15 +75,7 @@ def test_noise_is_sigma_c_on_the_sum(distributed: bool) -> None:
     split = _split()
     base = FedSimConfig(rounds=1, dim=8, local=LOCAL, clip_norm=0.5, seed=2)
     quiet = run_fedsim(split, base)
-    noisy_cfg = FedSimConfig(
-        rounds=1,
-        dim=8,
-        local=LOCAL,
-        clip_norm=0.5,
-        seed=2,
-        noise_multiplier=2.0,
-        distributed_noise=distributed,
-    )
+    noisy_cfg = dataclasses.replace(base, noise_multiplier=2.0, distributed_noise=distributed)
     noisy = run_fedsim(split, noisy_cfg)
     diff = np.concatenate(
         [(a - b).ravel() for a, b in zip(noisy.global_arrays, quiet.global_arrays, strict=True)]
