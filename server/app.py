@@ -190,17 +190,7 @@ def _build(
         logger.warning("%s (--monitoring-metrics plaintext)", MONITORING_WARNING)
     if not config.user_level:
         return strategy, None
-    if config.noise_multiplier is None:
-        raise ConfigError("user-level DP needs a resolved noise multiplier (resolve_privacy)")
-    dp_config = UserDPConfig(
-        noise_multiplier=config.noise_multiplier,
-        clip_norm=config.clip_norm,
-        delta=config.resolved_delta,
-        target_epsilon=config.target_epsilon,
-        adaptive=config.adaptive(),
-        distributed_noise=config.secure_agg != "none",
-        accountant=config.accountant,
-    )
+    dp_config = UserDPConfig.from_run(config)
     ledger = PrivacyLedger(delta=dp_config.delta, accountant=config.accountant)  # type: ignore[arg-type]
     return strategy, UserLevelDP(strategy, dp_config, ledger)
 

@@ -254,7 +254,8 @@ class FederationConfig:
         delta = self.resolved_delta
         sigma = self.noise_multiplier
         if sigma is None:
-            assert self.target_epsilon is not None
+            if self.target_epsilon is None:
+                raise ConfigError("user-level DP needs --epsilon or --noise-multiplier")
             s = self.sampling
             fixed = s.method is SamplingMethod.FIXED
             sigma = solve_noise_multiplier(

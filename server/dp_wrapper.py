@@ -60,6 +60,7 @@ from fedpers.privacy.dp.pipeline import (
 )
 from fedpers.privacy.errors import ConfigError
 from fedpers.server.collect import RoundCollection
+from fedpers.server.config import FederationConfig
 from fedpers.server.rundb import RoundReport
 from fedpers.server.sampling import SamplingMethod
 from fedpers.server.secure_aggregation import NoisePlan
@@ -104,6 +105,29 @@ class UserDPConfig:
             raise ConfigError(f"clip norm must be positive, got {self.clip_norm}")
         if self.adaptive is not None:
             update_noise_multiplier(self.noise_multiplier, self.adaptive.count_noise_std)
+
+    @classmethod
+    def from_run(cls, config: FederationConfig) -> UserDPConfig:
+        """The user-level DP settings of a run configuration with user-level DP.
+
+        Args:
+            config: the run configuration, after
+                :meth:`~fedpers.server.config.FederationConfig.resolve_privacy`.
+
+        Raises:
+            ConfigError: the configuration has no resolved noise multiplier.
+        """
+        if config.noise_multiplier is None:
+            raise ConfigError("user-level DP needs a resolved noise multiplier (resolve_privacy)")
+        return cls(
+            noise_multiplier=config.noise_multiplier,
+            clip_norm=config.clip_norm,
+            delta=config.resolved_delta,
+            target_epsilon=config.target_epsilon,
+            adaptive=config.adaptive(),
+            distributed_noise=config.secure_agg != "none",
+            accountant=config.accountant,
+        )
 
 
 class UserLevelDP(Strategy):
