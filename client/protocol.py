@@ -30,7 +30,7 @@ import enum
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, ClassVar, Final, Self
 
 from fedpers.client.record_values import (
     Values,
@@ -168,23 +168,36 @@ _REASONS = {
 # ---------------------------------------------------------------------- node -> coordinator
 
 
-def _encode_statistics(statistics: object, kinds: Mapping[str, _Kind]) -> dict[str, int | float]:
-    """The attributes of ``statistics`` as the entries ``kinds`` names, in its order."""
-    out: dict[str, int | float] = {}
-    for key, kind in kinds.items():
-        value = kind.write(getattr(statistics, key.replace("-", "_")))
-        if value is not None:
-            out[key] = value
-    return out
+class _Statistics:
+    """Training statistics sent as the entries of a table (attribute: ``-`` -> ``_``)."""
 
+    _ENTRIES: ClassVar[Mapping[str, _Kind]]
+    """Entry name -> how it is written and read, in wire order."""
 
-def _decode_statistics(values: Values, record: str, kinds: Mapping[str, _Kind]) -> dict[str, Any]:
-    """Inverse of :func:`_encode_statistics`: attribute -> value, each entry checked."""
-    return {key.replace("-", "_"): kind.read(values, key, record) for key, kind in kinds.items()}
+    def encode(self) -> dict[str, int | float]:
+        """The entries in wire order (the record-level epsilon only when finite)."""
+        out: dict[str, int | float] = {}
+        for key, kind in self._ENTRIES.items():
+            value = kind.write(getattr(self, key.replace("-", "_")))
+            if value is not None:
+                out[key] = value
+        return out
+
+    @classmethod
+    def decode(cls, values: Values, record: str) -> Self:
+        """Inverse of :meth:`encode`.
+
+        Raises:
+            DataError: when an entry is missing or not of its type.
+        """
+        entries = cls._ENTRIES.items()
+        return cls(
+            **{key.replace("-", "_"): kind.read(values, key, record) for key, kind in entries}
+        )
 
 
 @dataclass(frozen=True)
-class DeviceStatistics:
+class DeviceStatistics(_Statistics):
     """One device's training statistics (sent only with the run's monitoring flag).
 
     Attributes:
@@ -201,18 +214,7 @@ class DeviceStatistics:
     loss: float
     record_epsilon: float | None = None
 
-    def encode(self) -> dict[str, int | float]:
-        """The entries in wire order (``record-epsilon`` only when finite)."""
-        return _encode_statistics(self, _DEVICE_STATISTICS)
-
-    @classmethod
-    def decode(cls, values: Values, record: str) -> DeviceStatistics:
-        """Inverse of :meth:`encode`.
-
-        Raises:
-            DataError: when an entry is missing or not of its type.
-        """
-        return cls(**_decode_statistics(values, record, _DEVICE_STATISTICS))
+    _ENTRIES: ClassVar = _DEVICE_STATISTICS
 
 
 @dataclass(frozen=True)
@@ -246,7 +248,7 @@ class DeviceMetrics:
 
 
 @dataclass(frozen=True)
-class SumStatistics:
+class SumStatistics(_Statistics):
     """A cohort node's summed training statistics (monitoring flag only).
 
     Attributes:
@@ -265,18 +267,7 @@ class SumStatistics:
     norm_max: float
     record_epsilon_max: float | None = None
 
-    def encode(self) -> dict[str, int | float]:
-        """The entries in wire order (``record-epsilon-max`` only when finite)."""
-        return _encode_statistics(self, _SUM_STATISTICS)
-
-    @classmethod
-    def decode(cls, values: Values, record: str) -> SumStatistics:
-        """Inverse of :meth:`encode`.
-
-        Raises:
-            DataError: when an entry is missing or not of its type.
-        """
-        return cls(**_decode_statistics(values, record, _SUM_STATISTICS))
+    _ENTRIES: ClassVar = _SUM_STATISTICS
 
 
 @dataclass(frozen=True)
