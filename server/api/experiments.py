@@ -9,8 +9,13 @@
 - Rates carry Wilson score intervals (:func:`wilson_interval`), which stay inside
   ``[0, 1]`` and behave at zero and small counts.
 
+- Feedback that names its request context also increments sums per (tenant,
+  ``key=value`` of the context, item): the contextual ranking's learned lifts
+  (:mod:`fedpers.server.api.context_lifts`).
+
 Tables (the ``fedpers.api.engine`` migration set, applied by ``open_api_db``):
-``engine_experiments``, ``engine_item_counters``, ``engine_variant_counters``.
+``engine_experiments``, ``engine_item_counters``, ``engine_variant_counters``,
+``engine_context_counters``.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
 from fedpers.privacy.errors import ConfigError, DataError
+from fedpers.server.api.context_lifts import context_keys
 
 __all__ = [
     "FEEDBACK_KINDS",
@@ -76,6 +82,23 @@ def m001_engine_tables(db: sqlite_utils.Database) -> None:
             "conversions": int,
         },
         pk=("tenant", "experiment", "variant"),
+        defaults={"impressions": 0, "clicks": 0, "conversions": 0},
+    )
+
+
+@migrations()
+def m002_context_counters(db: sqlite_utils.Database) -> None:
+    """Aggregate feedback per (tenant, context ``key=value``, item); no user column."""
+    db.table("engine_context_counters").create(
+        {
+            "tenant": str,
+            "context": str,
+            "item": str,
+            "impressions": int,
+            "clicks": int,
+            "conversions": int,
+        },
+        pk=("tenant", "context", "item"),
         defaults={"impressions": 0, "clicks": 0, "conversions": 0},
     )
 
@@ -242,10 +265,29 @@ def record_feedback(
     *,
     experiment: str | None = None,
     variant: str | None = None,
+    context: Mapping[str, Any] | None = None,
 ) -> None:
-    """Add one event to the item's and (when given) the variant's counters, atomically."""
+    """Add one event to the item's, the variant's and the context's counters, atomically.
+
+    Args:
+        db: the API database.
+        tenant: whose counters.
+        item: the item id.
+        kind: impression, click or conversion.
+        experiment: with ``variant``, the experiment arm to count too.
+        variant: the arm.
+        context: the request context the item was shown in; each of its ``key=value``
+            gets the event too (:func:`~fedpers.server.api.context_lifts.context_keys`).
+    """
     column = _COLUMN[kind]
     with _write(db):
+        for name in context_keys(context):
+            db.execute(
+                f"INSERT INTO engine_context_counters (tenant, context, item, {column}) "
+                f"VALUES (?, ?, ?, 1) ON CONFLICT (tenant, context, item) "
+                f"DO UPDATE SET {column} = {column} + 1",
+                [tenant, name, item],
+            )
         db.execute(
             f"INSERT INTO engine_item_counters (tenant, item, {column}) VALUES (?, ?, 1) "
             f"ON CONFLICT (tenant, item) DO UPDATE SET {column} = {column} + 1",

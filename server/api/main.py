@@ -25,6 +25,7 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import FastAPI
 
 from fedpers.server.api.auth import RateLimiter
+from fedpers.server.api.context_lifts import ContextLifts
 from fedpers.server.api.db import ConnectionPool, open_api_db
 from fedpers.server.api.errors import install_error_handlers, install_problem_openapi
 from fedpers.server.api.middleware import BodyGuardMiddleware
@@ -94,6 +95,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.state.ledger_key = ledger_key
     app.state.db_pool = ConnectionPool(settings.database_path)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+    app.state.context_lifts = ContextLifts(settings.context_ttl_s)
     app.state.model_holder = ModelHolder(
         settings.run_dir, reload_interval_s=settings.reload_interval_s
     )

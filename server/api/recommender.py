@@ -9,7 +9,9 @@
    personalised  the tenant knows the user, not erased, P1 + P5 + P6 granted, no Art. 21
                  objection, no ``Sec-GPC: 1``, and the device sent its personal state
    contextual    otherwise, for an unknown user or one who granted P11: public popularity
-                 plus the request context, no profile (the DSA Art. 38 option)
+                 plus the request context (the run's public per-context boosts and the
+                 tenant's lifts learned from feedback), no profile (the DSA Art. 38
+                 option)
    popular       otherwise: public popularity only
    ============  ===========================================================================
 
@@ -44,6 +46,7 @@ from fedpers.client.inference.ranking import (
 from fedpers.client.session import session_query
 from fedpers.privacy.consent import Purpose
 from fedpers.privacy.errors import DataError
+from fedpers.server.api.context_lifts import SparseBoost, add_boosts
 from fedpers.server.api.exploration import exploration_pool, explore_slots, thompson_pick
 from fedpers.server.api.model_state import ServedModel
 
@@ -223,6 +226,9 @@ class RecommendationResult:
 
 #: ``counters(item_ids) -> {item: (impressions, clicks)}``: the tenant's aggregate feedback.
 Counters = Callable[[Sequence[str]], Mapping[str, tuple[int, int]]]
+#: ``context_boosts() -> [(indices, lifts), ...]``: the tenant's learned lifts for the
+#: request's context (:class:`~fedpers.server.api.context_lifts.ContextLifts`).
+ContextBoosts = Callable[[], Sequence[SparseBoost]]
 
 
 def _unknown(items: Sequence[str], index: Mapping[str, int], what: str) -> None:
@@ -285,6 +291,7 @@ def recommend(
     decision: BasisDecision,
     *,
     counters: Counters | None = None,
+    context_boosts: ContextBoosts | None = None,
     rng: np.random.Generator | None = None,
 ) -> RecommendationResult:
     """Rank ``query.k`` items on ``decision``'s basis with one served model.
@@ -294,6 +301,7 @@ def recommend(
         query: the validated request.
         decision: from :func:`decide_basis`.
         counters: the tenant's aggregate feedback (for exploration).
+        context_boosts: the tenant's learned per-context lifts (contextual basis only).
         rng: generator of the exploration draws (fresh entropy when ``None``).
 
     Raises:
@@ -305,11 +313,15 @@ def recommend(
     model = served.model
     _unknown(query.exclude_items, served.index, "filters.exclude_items")
     history = np.zeros(0, dtype=np.int64)
+    learned: Sequence[SparseBoost] = ()
+    if decision.basis == "contextual" and context_boosts is not None and query.context:
+        learned = context_boosts()
     if decision.personalised and query.state is not None:
         q, history = _state_query(served, query.state)
         scores = profile_scores(model.item_vectors, model.item_bias, q)
-    elif decision.basis == "contextual" and _boosted(served, query.context):
+    elif decision.basis == "contextual" and (learned or _boosted(served, query.context)):
         scores = contextual_scores(served.popularity, served.context_popularity, query.context)
+        add_boosts(scores, learned)
     else:
         scores = served.popularity
     mask = candidate_mask(

@@ -5,10 +5,10 @@ once, at the start of the request; the request keeps it even if a reload swaps i
 version meanwhile. Before any model is loaded it answers 503 (``StoreError``).
 
 :data:`ServingDep` is what ``POST /v1/recommendations`` needs in one dependency: the
-``serve`` key (authenticated, rate-limited), the ``Sec-GPC`` signal, the served model and
-the connection pool. One dependency instead of four keeps FastAPI's per-request
-dependency solving off the hot path; the checks are the same functions the other routes'
-dependencies call (:func:`~fedpers.server.api.deps.authorize`,
+``serve`` key (authenticated, rate-limited), the ``Sec-GPC`` signal, the served model,
+the connection pool and the cache of learned context lifts. One dependency instead of
+several keeps FastAPI's per-request dependency solving off the hot path; the checks are
+the same functions the other routes' dependencies call (:func:`~fedpers.server.api.deps.authorize`,
 :func:`~fedpers.server.api.deps.read_gpc`).
 """
 
@@ -21,6 +21,7 @@ from fastapi import Depends, Request
 
 from fedpers.privacy.errors import StoreError
 from fedpers.server.api.auth import ApiKey
+from fedpers.server.api.context_lifts import ContextLifts
 from fedpers.server.api.db import ConnectionPool
 from fedpers.server.api.deps import ModelDep, authorize, get_model_holder, get_pool, read_gpc
 from fedpers.server.api.model_state import ModelHolder, ServedModel
@@ -57,12 +58,14 @@ class Serving:
         gpc: the request carries ``Sec-GPC: 1``.
         served: the model taken once for this request.
         pool: this process's connections to the API database.
+        context_lifts: this process's cache of the tenants' learned context lifts.
     """
 
     key: ApiKey
     gpc: bool
     served: ServedModel
     pool: ConnectionPool
+    context_lifts: ContextLifts
 
 
 async def serving(request: Request) -> Serving:
@@ -76,7 +79,8 @@ async def serving(request: Request) -> Serving:
     key = authorize(request, "serve")
     gpc = read_gpc(request)
     served = current_model(await get_model_holder(request))
-    return Serving(key=key, gpc=gpc, served=served, pool=get_pool(request))
+    lifts: ContextLifts = request.app.state.context_lifts
+    return Serving(key=key, gpc=gpc, served=served, pool=get_pool(request), context_lifts=lifts)
 
 
 ServedDep = Annotated[ServedModel, Depends(served_model)]

@@ -158,6 +158,11 @@ class FeedbackIn(_Request):
     user_id: Id | None = Field(default=None, description="only to find the variant; not stored")
     experiment: Id | None = None
     variant: Id | None = None
+    context: Context | None = Field(
+        default=None,
+        description="the context the item was shown in: feeds the contextual ranking's "
+        "per-context lifts (aggregate counters only)",
+    )
 
 
 class FeedbackAccepted(BaseModel):

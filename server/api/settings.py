@@ -77,6 +77,8 @@ class ApiSettings(BaseSettings):
         rate_limit_per_s: tokens per second of each key's bucket (``0``: no limit).
         rate_limit_burst: the bucket's size (requests a key may send at once).
         reload_interval_s: seconds between model registry polls (``<= 0``: never).
+        context_ttl_s: how long a worker keeps a context's learned lifts before reading
+            the feedback counters again (``0``: every request reads them).
         demo_tenant: the tenant of the web page's demo key (``--demo``), else ``None``.
         demo_api_key: the demo key itself (a serve-scope key of ``demo_tenant``).
         log_level: the level of the service's logs.
@@ -92,6 +94,7 @@ class ApiSettings(BaseSettings):
     rate_limit_per_s: float = Field(default=100.0, ge=0.0)
     rate_limit_burst: int = Field(default=200, ge=1)
     reload_interval_s: float = 2.0
+    context_ttl_s: float = Field(default=5.0, ge=0.0, le=3600.0)
     demo_tenant: str | None = None
     demo_api_key: SecretStr | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -27,7 +27,9 @@ def post_feedback(
     """Count one impression, click or conversion of an item (no user row is written).
 
     With ``experiment``, the variant is ``variant`` or, when only ``user_id`` is sent, the
-    user's hash bucket; the variant's counters are incremented too.
+    user's hash bucket; the variant's counters are incremented too. With ``context``,
+    the item's counters in each of its ``key=value`` are incremented as well: they teach
+    the contextual (non-profiled) ranking what does well where.
     """
     if body.item not in served.index:
         raise DataError(f"unknown item {body.item!r}")
@@ -44,7 +46,14 @@ def post_feedback(
             raise DataError("feedback for an experiment needs its variant or the user_id")
     elif body.variant is not None:
         raise DataError("variant without experiment")
+    context = body.context.model_dump(exclude_none=True) if body.context else None
     record_feedback(
-        db, key.tenant, body.item, body.kind, experiment=body.experiment, variant=variant
+        db,
+        key.tenant,
+        body.item,
+        body.kind,
+        experiment=body.experiment,
+        variant=variant,
+        context=context,
     )
     return FeedbackAccepted(accepted=True, experiment=body.experiment, variant=variant)

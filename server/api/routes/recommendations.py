@@ -80,8 +80,16 @@ async def post_recommendations(body: RecommendationRequest, ctx: ServingDep) -> 
             exploration=exploration or 0.0,
             state=state,
         )
+        context_boosts = partial(
+            ctx.context_lifts.boosts, db, tenant, query.context, served.index, served.sha256
+        )
         rank = partial(
-            recommend, served, query, decision, counters=partial(item_counters, db, tenant)
+            recommend,
+            served,
+            query,
+            decision,
+            counters=partial(item_counters, db, tenant),
+            context_boosts=context_boosts,
         )
         if served.n_items * served.dim <= INLINE_WORK:
             result = rank()

@@ -152,7 +152,10 @@ def engine_api(tiny_run: Path) -> Iterator[EngineApi]:
     from fedpers.server.api.main import create_app
     from fedpers.server.api.settings import ApiSettings, create_ledger_key
 
-    settings = ApiSettings(run_dir=tiny_run, reload_interval_s=0.0, rate_limit_per_s=0.0)
+    # context_ttl_s=0: every request reads the feedback counters (the cache has its own tests)
+    settings = ApiSettings(
+        run_dir=tiny_run, reload_interval_s=0.0, rate_limit_per_s=0.0, context_ttl_s=0.0
+    )
     create_ledger_key(settings.ledger_key_file)
     db = open_api_db(settings.database_path)
     keys = {}
