@@ -6,7 +6,6 @@ import json
 import sqlite3
 import tempfile
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -40,11 +39,9 @@ def _event(i: int, item: str | None = None, ts: float | None = None) -> Event:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[EventStore]:
-    s = EventStore.create(tmp_path / "device.db", ITEMS)
-    ConsentManager(s).grant(Purpose.STORE_ACCESS, Purpose.CREATE_PROFILES)
-    yield s
-    s.close()
+def store_items() -> list[str]:
+    """The catalogue of the ``store`` fixture (conftest.py)."""
+    return ITEMS
 
 
 def test_create_and_reopen(tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +30,9 @@ GOOD: dict[str, Any] = {
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[EventStore]:
-    s = EventStore.create(tmp_path / "device.db", ITEMS)
-    ConsentManager(s).grant(Purpose.STORE_ACCESS, Purpose.CREATE_PROFILES)
-    yield s
-    s.close()
+def store_items() -> list[str]:
+    """The catalogue of the ``store`` fixture (conftest.py)."""
+    return ITEMS
 
 
 def test_a_good_event_parses() -> None:
