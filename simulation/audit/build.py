@@ -1,12 +1,12 @@
 """``fedpers audit``: turn a run directory into ``report.json`` and ``report.html``.
 
-:func:`build_report` reads the run (read-only, :mod:`.audit_sources`), builds the
-sections from what the run recorded (:mod:`.audit_sections`), runs the two attacks
-(:mod:`.audit_attacks`: update inspection on one device's update, and unless skipped the
+:func:`build_report` reads the run (read-only, :mod:`.sources`), builds the
+sections from what the run recorded (:mod:`.sections`), runs the two attacks
+(:mod:`.attacks`: update inspection on one device's update, and unless skipped the
 canary audit, a separate federation replicating the run's privacy configuration), and
 states one plain-language verdict per check. :func:`write_report` writes the JSON
 (validated against :func:`fedpers.privacy.audit.schema.report_schema`) and the
-self-contained HTML (:mod:`.audit_html`).
+self-contained HTML (:mod:`.html`).
 
 Verdicts (``fedpers audit --check`` fails when any is ``fail``): epsilon within budget,
 independent accountants agree within 2%, no egress violation, no participant without
