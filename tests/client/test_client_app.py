@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from flwr.app import Message
+from local_federation import client_grid, federation_config, synthetic_split
 from local_grid import LocalGrid
 
 from fedpers.client.app import ClientSettings, make_client_app
@@ -19,8 +20,6 @@ from fedpers.client.store import EventStore, LedgerEntry
 from fedpers.server.app import run_federation
 from fedpers.server.config import FederationConfig
 from fedpers.server.rundb import RunDB
-from fedpers.simulation.data import SyntheticConfig, load_dataset
-from fedpers.simulation.evaluation.protocol import leave_one_out
 from fedpers.simulation.federation.population import DevicePopulation, prepare_devices
 
 N_USERS, N_ITEMS, DIM = 16, 40, 8
@@ -43,29 +42,23 @@ ALLOWED_METRICS = {
 
 
 def _population(tmp: Path, **kw: float) -> DevicePopulation:
-    data = load_dataset(
-        "synthetic", synthetic=SyntheticConfig(n_users=N_USERS, n_items=N_ITEMS, seed=1)
-    )
-    return prepare_devices(tmp, data, leave_one_out(data, seed=1), seed=1, **kw)  # type: ignore[arg-type]
+    data, split = synthetic_split(N_USERS, N_ITEMS, seed=1)
+    return prepare_devices(tmp, data, split, seed=1, **kw)  # type: ignore[arg-type]
 
 
 def _config(
     tmp: Path, pop: DevicePopulation, mode: str, reply: str, **kw: object
 ) -> FederationConfig:
-    return FederationConfig(
-        run_dir=str(tmp),
-        devices_dir=str(pop.devices_dir),
+    return federation_config(
+        tmp,
+        pop,
         rounds=2,
-        num_devices=N_USERS,
-        n_items=N_ITEMS,
         dim=DIM,
         mode=mode,
         reply=reply,
-        num_nodes=N_USERS if mode == "node" else 2,
-        local={"epochs": 1, "user_warmup": 2},
         eval_every=1,
-        **kw,  # type: ignore[arg-type]
-    ).resolve_privacy()
+        **kw,
+    )
 
 
 def _run(
@@ -77,8 +70,7 @@ def _run(
     **kw: object,
 ) -> LocalGrid:
     config = _config(tmp, pop, mode, reply, **kw)
-    app = make_client_app(settings or ClientSettings(devices_dir=str(pop.devices_dir), mode=mode))
-    grid = LocalGrid(app, config.num_nodes, seed=2)
+    grid = client_grid(config, seed=2, settings=settings)
     run_federation(grid, config)
     return grid
 
@@ -218,8 +210,7 @@ def test_withdrawal_takes_effect_on_the_next_round(tmp_path: Path) -> None:
         return reply
 
     config = _config(tmp_path, pop, "cohort", "per-device")
-    app = make_client_app(ClientSettings(devices_dir=str(pop.devices_dir)))
-    run_federation(LocalGrid(app, 2, seed=2, intercept=intercept), config)
+    run_federation(client_grid(config, seed=2, intercept=intercept), config)
     with RunDB.open(tmp_path) as db:
         status = {r["round"]: r["status"] for r in db.participants() if r["device_id"] == 0}
     assert status[2] == "refused"
@@ -273,8 +264,7 @@ def test_record_level_dp_sgd_fills_the_ledger_and_stops_at_the_budget(tmp_path: 
         record_level=record,
         monitoring_metrics="plaintext",
     )
-    app = make_client_app(settings)
-    outcome = run_federation(LocalGrid(app, 2, seed=2), config)
+    outcome = run_federation(client_grid(config, seed=2, settings=settings), config)
     assert outcome.epsilon is None  # no user-level noise: not user-level private
     with EventStore.open(DevicesFolder(pop.devices_dir).store(0)) as store:
         ledger = store.ledger()
@@ -291,7 +281,7 @@ def test_record_level_dp_sgd_fills_the_ledger_and_stops_at_the_budget(tmp_path: 
     pop2 = _population(tmp2)
     settings2 = ClientSettings(devices_dir=str(pop2.devices_dir), record_epsilon_budget=budget)
     config2 = _config(tmp2, pop2, "cohort", "per-device", dp="record", record_level=record)
-    run_federation(LocalGrid(make_client_app(settings2), 2, seed=2), config2)
+    run_federation(client_grid(config2, seed=2, settings=settings2), config2)
     with RunDB.open(tmp2) as db:
         second = {(r["device_id"], r["status"], r["reason"]) for r in db.participants(2)}
     assert (0, "refused", "budget_spent") in second

@@ -9,16 +9,16 @@ monitoring flag the statistics do travel, and are labelled as unprotected.
 
 from __future__ import annotations
 
-import contextlib
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
+from deployment_processes import stop_leftovers
 from flwr.app import Message
+from local_federation import client_grid, federation_config, synthetic_split
 from local_grid import LocalGrid
 
-from fedpers.client.app import ClientSettings, make_client_app
+from fedpers.client.app import ClientSettings
 from fedpers.client.egress import PROTECTED, protection_of
 from fedpers.server.app import run_federation
 from fedpers.server.collect import egress_of
@@ -26,8 +26,7 @@ from fedpers.server.config import MONITORING_WARNING, FederationConfig
 from fedpers.server.rundb import RunDB
 from fedpers.server.secure_aggregation import ckks_backend, ensure_keys
 from fedpers.simulation.audit.sections import egress_section
-from fedpers.simulation.data import SyntheticConfig, load_dataset
-from fedpers.simulation.evaluation.protocol import leave_one_out
+from fedpers.simulation.data import SyntheticConfig
 from fedpers.simulation.federation.population import prepare_devices
 
 N_USERS, N_ITEMS, DIM = 12, 30, 8
@@ -42,21 +41,15 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _federate(
     tmp: Path, mode: str, reply: str, secure: Path | None, **kw: Any
 ) -> tuple[LocalGrid, FederationConfig]:
-    data = load_dataset(
-        "synthetic", synthetic=SyntheticConfig(n_users=N_USERS, n_items=N_ITEMS, seed=4)
-    )
-    pop = prepare_devices(tmp, data, leave_one_out(data, seed=4), seed=4)
-    config = FederationConfig(
-        run_dir=str(tmp),
-        devices_dir=str(pop.devices_dir),
+    data, split = synthetic_split(N_USERS, N_ITEMS, seed=4)
+    pop = prepare_devices(tmp, data, split, seed=4)
+    config = federation_config(
+        tmp,
+        pop,
         rounds=2,
-        num_devices=N_USERS,
-        n_items=N_ITEMS,
         dim=DIM,
         mode=mode,
         reply=reply,
-        num_nodes=N_USERS if mode == "node" else 2,
-        local={"epochs": 1, "user_warmup": 2},
         dp="user",
         noise_multiplier=0.8,
         clip_norm=0.5,
@@ -64,11 +57,11 @@ def _federate(
         secure_agg="he" if secure else "none",
         secagg_keys=str(secure or ""),
         **kw,
-    ).resolve_privacy()
+    )
     settings = ClientSettings(
         devices_dir=str(pop.devices_dir), mode=mode, secagg_context=str(secure or "")
     )
-    grid = LocalGrid(make_client_app(settings), config.num_nodes, seed=2)
+    grid = client_grid(config, seed=2, settings=settings)
     if secure is None:
         run_federation(grid, config)
     else:
@@ -197,19 +190,6 @@ def test_adaptive_clipping_without_secure_aggregation_sends_only_the_noised_bit(
 # -- deployment mode: real SuperLink and SuperNodes -------------------------------------------
 
 
-def _processes_of(run_dir: Path) -> list[int]:
-    needle = str(run_dir).encode()
-    found = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if int(entry.name) != os.getpid() and needle in environ:
-            found.append(int(entry.name))
-    return found
-
-
 @pytest.mark.slow  # ~60 s: Flower polls every 3 s and starts a ClientApp process per message
 @pytest.mark.integration
 @pytest.mark.parametrize("secure", ["none", "he"])
@@ -229,11 +209,7 @@ def test_deployment_egress_is_catalogued_and_protected(tmp_path: Path, secure: s
     try:
         run_local(plan.run_dir, timeout=300)
     finally:
-        left = _processes_of(tmp_path)
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, 9)
-        assert not left, f"processes left running: {left}"
+        stop_leftovers(tmp_path)
     with RunDB.open(plan.root) as db:
         rows = list(db.egress())
         privacy = db.read_privacy()

@@ -6,16 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from local_grid import LocalGrid
+from local_federation import client_grid, federation_config, synthetic_split
 
-from fedpers.client.app import ClientSettings, make_client_app
 from fedpers.client.global_model import GlobalModel
 from fedpers.client.session import SessionConfig
 from fedpers.client.training.local import LocalTrainConfig
 from fedpers.server.app import run_federation
-from fedpers.server.config import FederationConfig
-from fedpers.simulation.data import SyntheticConfig, load_dataset
-from fedpers.simulation.evaluation.protocol import leave_one_out
 from fedpers.simulation.federation.fedsim import FedSimConfig, run_fedsim
 from fedpers.simulation.federation.population import prepare_devices
 
@@ -24,30 +20,24 @@ LOCAL: dict[str, object] = {"epochs": 1, "lr_item": 0.2, "lr_user": 0.5, "user_w
 
 @pytest.fixture(scope="module")
 def split_and_data():  # type: ignore[no-untyped-def]
-    data = load_dataset("synthetic", synthetic=SyntheticConfig(n_users=24, n_items=50, seed=3))
-    return data, leave_one_out(data, seed=3)
+    return synthetic_split(24, 50, seed=3)
 
 
 def _run(tmp: Path, data, split, mode: str, reply: str = "per-device", **kw):  # type: ignore[no-untyped-def]
     pop = prepare_devices(tmp, data, split, seed=3)
     n = split.n_users
-    config = FederationConfig(
-        run_dir=str(tmp),
-        devices_dir=str(pop.devices_dir),
+    config = federation_config(
+        tmp,
+        pop,
         rounds=3,
-        num_devices=n,
-        n_items=split.n_items,
-        dim=8,
         seed=5,
         mode=mode,
         reply=reply,
         num_nodes=n if mode == "node" else 3,
         local=LOCAL,
         **kw,
-    ).resolve_privacy()
-    app = make_client_app(ClientSettings(devices_dir=str(pop.devices_dir), mode=mode))
-    grid = LocalGrid(app, config.num_nodes, seed=1)
-    return run_federation(grid, config)
+    )
+    return run_federation(client_grid(config, seed=1), config)
 
 
 @pytest.mark.parametrize(

@@ -9,26 +9,22 @@ from the contributions actually summed; every caller has to get the same model.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from local_grid import LocalGrid
+from local_federation import client_grid, distributed_noise, federation_config, synthetic_split
 
-import fedpers.server.app as server_app
 import fedpers.server.dp_wrapper as dp_wrapper
 import fedpers.simulation.federation.fedsim as fedsim
-from fedpers.client.app import ClientSettings, make_client_app
 from fedpers.client.consent import ConsentManager
 from fedpers.client.devices_folder import DevicesFolder
 from fedpers.client.store import EventStore
 from fedpers.client.training.local import LocalTrainConfig
 from fedpers.privacy.dp import pipeline
 from fedpers.server.app import run_federation
-from fedpers.server.config import FederationConfig
-from fedpers.simulation.data import SyntheticConfig, load_dataset
-from fedpers.simulation.evaluation.protocol import leave_one_out
 from fedpers.simulation.federation.fedsim import FedSimConfig, run_fedsim
 from fedpers.simulation.federation.population import prepare_devices
 
@@ -39,21 +35,17 @@ SIGMA, CLIP = 0.7, 0.5
 
 @pytest.fixture(scope="module")
 def split_and_data():  # type: ignore[no-untyped-def]
-    data = load_dataset("synthetic", synthetic=SyntheticConfig(n_users=16, n_items=40, seed=3))
-    return data, leave_one_out(data, seed=3)
+    return synthetic_split(16, 40, seed=3)
 
 
 def _flower(tmp: Path, data: Any, split: Any, mode: str, distributed: bool) -> list[np.ndarray]:
     pop = prepare_devices(tmp, data, split, seed=3)
     with EventStore.open(DevicesFolder(pop.devices_dir).store(REFUSING)) as store:
         ConsentManager(store).withdraw("P10")
-    config = FederationConfig(
-        run_dir=str(tmp),
-        devices_dir=str(pop.devices_dir),
+    config = federation_config(
+        tmp,
+        pop,
         rounds=2,
-        num_devices=split.n_users,
-        n_items=split.n_items,
-        dim=8,
         seed=5,
         mode=mode,
         num_nodes=split.n_users if mode == "node" else 3,
@@ -61,20 +53,10 @@ def _flower(tmp: Path, data: Any, split: Any, mode: str, distributed: bool) -> l
         dp="user",
         noise_multiplier=SIGMA,
         clip_norm=CLIP,
-    ).resolve_privacy()
-    app = make_client_app(ClientSettings(devices_dir=str(pop.devices_dir), mode=mode))
-    mp = pytest.MonkeyPatch()
-    if distributed:  # the secure-aggregation noise placement, without the encryption
-        original = server_app.UserDPConfig
-        mp.setattr(
-            server_app,
-            "UserDPConfig",
-            lambda **fields: original(**{**fields, "distributed_noise": True}),
-        )
-    try:
-        outcome = run_federation(LocalGrid(app, config.num_nodes, seed=1), config)
-    finally:
-        mp.undo()
+    )
+    # distributed: the secure-aggregation noise placement, without the encryption
+    with distributed_noise() if distributed else contextlib.nullcontext():
+        outcome = run_federation(client_grid(config, seed=1), config)
     assert outcome.rounds_completed == 2
     return outcome.arrays
 

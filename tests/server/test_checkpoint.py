@@ -68,31 +68,25 @@ class _Crash(Exception):
 
 
 def _federation(tmp: Path, rounds: int = 4):  # type: ignore[no-untyped-def]
+    from local_federation import federation_config, synthetic_split
+
     from fedpers.client.app import ClientSettings, make_client_app
-    from fedpers.server.config import FederationConfig
-    from fedpers.simulation.data import SyntheticConfig, load_dataset
-    from fedpers.simulation.evaluation.protocol import leave_one_out
     from fedpers.simulation.federation.population import prepare_devices
 
-    data = load_dataset("synthetic", synthetic=SyntheticConfig(n_users=15, n_items=25, seed=8))
-    split = leave_one_out(data, seed=8)
+    data, split = synthetic_split(15, 25, seed=8)
     pop = prepare_devices(tmp, data, split, seed=8)
-    config = FederationConfig(
-        run_dir=str(tmp),
-        devices_dir=str(pop.devices_dir),
+    config = federation_config(
+        tmp,
+        pop,
         rounds=rounds,
-        num_devices=15,
-        n_items=split.n_items,
-        dim=8,
         num_nodes=2,
-        local={"epochs": 1, "user_warmup": 2},
         dp="user",
         noise_multiplier=1.2,
         clip_norm=0.5,
         sample_rate=0.6,
         server_opt="fedadam",
         server_lr=0.05,
-    ).resolve_privacy()
+    )
     return config, make_client_app(ClientSettings(devices_dir=str(pop.devices_dir)))
 
 

@@ -16,16 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, Context, Message, RecordDict
-from local_grid import Intercept, LocalGrid
+from local_federation import client_grid, federation_config, synthetic_split
+from local_grid import Intercept
 
-from fedpers.client.app import ClientSettings, make_client_app
 from fedpers.privacy.dp.accounting import epsilon_for
 from fedpers.server.app import FederationOutcome, run_federation
 from fedpers.server.checkpoint import load_checkpoint
 from fedpers.server.config import FederationConfig
 from fedpers.server.rundb import RunDB
-from fedpers.simulation.data import SyntheticConfig, load_dataset
-from fedpers.simulation.evaluation.protocol import leave_one_out
 from fedpers.simulation.federation.population import DevicePopulation, prepare_devices
 
 N = 20
@@ -34,8 +32,7 @@ ROUNDS = 2
 
 @pytest.fixture(scope="module")
 def dataset():  # type: ignore[no-untyped-def]
-    data = load_dataset("synthetic", synthetic=SyntheticConfig(n_users=N, n_items=30, seed=4))
-    return data, leave_one_out(data, seed=4)
+    return synthetic_split(N, 30, seed=4)
 
 
 def _run(
@@ -56,21 +53,16 @@ def _run(
         "clip_norm": 0.5,
     }
     options.update(kw)
-    config = FederationConfig(
-        run_dir=str(tmp),
-        devices_dir=str(pop.devices_dir),
+    config = federation_config(
+        tmp,
+        pop,
         rounds=ROUNDS,
-        num_devices=N,
-        n_items=split.n_items,
-        dim=8,
         mode=mode,
         reply=reply,
         num_nodes=N if mode == "node" else 4,
-        local={"epochs": 1, "user_warmup": 2},
-        **options,  # type: ignore[arg-type]
-    ).resolve_privacy()
-    app = make_client_app(ClientSettings(devices_dir=str(pop.devices_dir), mode=mode), mods=mods)
-    grid = LocalGrid(app, config.num_nodes, seed=5, intercept=intercept)
+        **options,
+    )
+    grid = client_grid(config, seed=5, intercept=intercept, mods=mods)
     return run_federation(grid, config), config, pop
 
 

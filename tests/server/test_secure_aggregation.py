@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import tenseal
 from flwr.app import Message, RecordDict
-from local_grid import Intercept, LocalGrid
+from local_federation import client_grid, distributed_noise, federation_config, synthetic_split
+from local_grid import Intercept
 
-from fedpers.client.app import ClientSettings, make_client_app
+from fedpers.client.app import ClientSettings
 from fedpers.client.wire import ciphertext_of, ciphertext_record
 from fedpers.privacy.errors import ConfigError
 from fedpers.privacy.secagg import EncryptedUpdate, generate_keys, write_keys
@@ -19,9 +20,7 @@ from fedpers.server.app import SECAGG_SETUP_KEY, FederationOutcome, run_federati
 from fedpers.server.config import FederationConfig
 from fedpers.server.rundb import RunDB
 from fedpers.server.secure_aggregation import ckks_backend, ensure_keys
-from fedpers.simulation.data import SyntheticConfig, load_dataset
-from fedpers.simulation.evaluation.protocol import leave_one_out
-from fedpers.simulation.federation.population import prepare_devices
+from fedpers.simulation.federation.population import DevicePopulation, prepare_devices
 
 N = 24
 NODES = 3
@@ -29,8 +28,7 @@ NODES = 3
 
 @pytest.fixture(scope="module")
 def dataset():  # type: ignore[no-untyped-def]
-    data = load_dataset("synthetic", synthetic=SyntheticConfig(n_users=N, n_items=25, seed=3))
-    return data, leave_one_out(data, seed=3)
+    return synthetic_split(N, 25, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -60,20 +58,9 @@ class ContextSpy:
         monkeypatch.setattr(tenseal, "context_from", spy)
 
 
-def _config(tmp: Path, devices_dir: Path, n_items: int, **kw: Any) -> FederationConfig:
-    """The small federation these tests run (``kw`` overrides or adds fields)."""
-    fields: dict[str, Any] = {
-        "run_dir": str(tmp),
-        "devices_dir": str(devices_dir),
-        "rounds": 1,
-        "num_devices": N,
-        "n_items": n_items,
-        "dim": 8,
-        "num_nodes": NODES,
-        "local": {"epochs": 1, "user_warmup": 2},
-    }
-    fields.update(kw)
-    return FederationConfig(**fields).resolve_privacy()
+def _config(tmp: Path, pop: DevicePopulation, **kw: Any) -> FederationConfig:
+    """The small federation these tests run: one round on ``NODES`` nodes unless ``kw`` says."""
+    return federation_config(tmp, pop, **{"rounds": 1, "num_nodes": NODES, **kw})
 
 
 def _run(
@@ -90,8 +77,7 @@ def _run(
     pop = prepare_devices(tmp, data, split, seed=3)
     config = _config(
         tmp,
-        pop.devices_dir,
-        split.n_items,
+        pop,
         rounds=rounds,
         reply=reply,
         dp="user",
@@ -102,7 +88,7 @@ def _run(
         **kw,
     )
     settings = ClientSettings(devices_dir=str(pop.devices_dir), secagg_context=str(keys or ""))
-    grid = LocalGrid(make_client_app(settings), NODES, seed=7, intercept=intercept)
+    grid = client_grid(config, seed=7, settings=settings, intercept=intercept)
     if keys is None:
         return run_federation(grid, config), config
     with ckks_backend(keys) as factory:
@@ -111,19 +97,8 @@ def _run(
 
 def _plain_distributed(tmp: Path, dataset: Any, **kw: Any) -> FederationOutcome:
     """The same pipeline without encryption: devices add noise shares, plaintext sum."""
-    import fedpers.server.app as server_app
-
-    original = server_app.UserDPConfig
-
-    def distributed(**fields: Any) -> Any:
-        return original(**{**fields, "distributed_noise": True})
-
-    mp = pytest.MonkeyPatch()
-    mp.setattr(server_app, "UserDPConfig", distributed)
-    try:
+    with distributed_noise():
         outcome, _ = _run(tmp, dataset, keys=None, **kw)
-    finally:
-        mp.undo()
     return outcome
 
 
@@ -279,12 +254,9 @@ def test_he_without_public_context_fails_the_node(
 ) -> None:
     data, split = dataset
     pop = prepare_devices(tmp_path, data, split, seed=3)
-    config = _config(
-        tmp_path, pop.devices_dir, split.n_items, secure_agg="he", secagg_keys=str(keys_dir)
-    )
-    app = make_client_app(ClientSettings(devices_dir=str(pop.devices_dir)))
+    config = _config(tmp_path, pop, secure_agg="he", secagg_keys=str(keys_dir))
     with ckks_backend(keys_dir) as factory:
-        outcome = run_federation(LocalGrid(app, NODES, seed=7), config, aggregator_factory=factory)
+        outcome = run_federation(client_grid(config, seed=7), config, aggregator_factory=factory)
     assert outcome.rounds_completed == 0
     with RunDB.open(tmp_path) as db:
         rows = db.participants(1)
@@ -302,8 +274,7 @@ def test_node_mode_one_device_per_node(tmp_path: Path, dataset: Any, keys_dir: P
     pop = prepare_devices(tmp_path, data, split, seed=3)
     config = _config(
         tmp_path,
-        pop.devices_dir,
-        split.n_items,
+        pop,
         mode="node",
         num_nodes=N,
         dp="user",
@@ -316,7 +287,7 @@ def test_node_mode_one_device_per_node(tmp_path: Path, dataset: Any, keys_dir: P
         devices_dir=str(pop.devices_dir), mode="node", secagg_context=str(keys_dir)
     )
     captured, intercept = _capture()
-    grid = LocalGrid(make_client_app(settings), N, seed=7, intercept=intercept)
+    grid = client_grid(config, seed=7, settings=settings, intercept=intercept)
     with ckks_backend(keys_dir) as factory:
         outcome = run_federation(grid, config, aggregator_factory=factory)
     assert outcome.rounds_completed == 1

@@ -9,9 +9,9 @@ import dp_accounting
 import numpy as np
 import pytest
 from dp_accounting.rdp import RdpAccountant
-from local_grid import LocalGrid
+from local_federation import client_grid, federation_config, synthetic_split
 
-from fedpers.client.app import ClientSettings, make_client_app
+from fedpers.client.app import make_client_app
 from fedpers.client.wire import array_record
 from fedpers.privacy.errors import ConfigError
 from fedpers.server.aggregation import PlaintextAggregator, check_update_record
@@ -19,8 +19,6 @@ from fedpers.server.app import FederationOutcome, run_federation
 from fedpers.server.config import FederationConfig
 from fedpers.server.node_layout import NodeLayout
 from fedpers.server.rundb import RunDB
-from fedpers.simulation.data import SyntheticConfig, load_dataset
-from fedpers.simulation.evaluation.protocol import leave_one_out
 from fedpers.simulation.federation.population import prepare_devices
 
 N = 30
@@ -28,8 +26,7 @@ N = 30
 
 @pytest.fixture(scope="module")
 def dataset():  # type: ignore[no-untyped-def]
-    data = load_dataset("synthetic", synthetic=SyntheticConfig(n_users=N, n_items=30, seed=6))
-    return data, leave_one_out(data, seed=6)
+    return synthetic_split(N, 30, seed=6)
 
 
 def _run(
@@ -37,19 +34,8 @@ def _run(
 ) -> tuple[FederationOutcome, FederationConfig]:  # type: ignore[no-untyped-def]
     data, split = dataset
     pop = prepare_devices(tmp, data, split, seed=6)
-    config = FederationConfig(
-        run_dir=str(tmp),
-        devices_dir=str(pop.devices_dir),
-        rounds=rounds,
-        num_devices=N,
-        n_items=split.n_items,
-        dim=8,
-        num_nodes=3,
-        local={"epochs": 1, "user_warmup": 2},
-        **kw,  # type: ignore[arg-type]
-    ).resolve_privacy()
-    app = make_client_app(ClientSettings(devices_dir=str(pop.devices_dir)))
-    return run_federation(LocalGrid(app, 3, seed=7), config), config
+    config = federation_config(tmp, pop, rounds=rounds, num_nodes=3, **kw)
+    return run_federation(client_grid(config, seed=7), config), config
 
 
 def _dp_accounting_epsilon(sigma: float, q: float, rounds: int, delta: float) -> float:

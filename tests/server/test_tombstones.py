@@ -12,9 +12,8 @@ from typing import Any
 
 import pytest
 import torch
-from local_grid import LocalGrid
+from local_federation import client_grid, federation_config, synthetic_split
 
-from fedpers.client.app import ClientSettings, make_client_app
 from fedpers.privacy.errors import StoreError
 from fedpers.server.api.consent_store import erase_user, grant
 from fedpers.server.api.consent_store import tombstone_of as api_tombstone_of
@@ -31,8 +30,6 @@ from fedpers.server.tombstones import (
     read_tombstones,
     tombstone_of,
 )
-from fedpers.simulation.data import SyntheticConfig, load_dataset
-from fedpers.simulation.evaluation.protocol import leave_one_out
 from fedpers.simulation.federation.population import prepare_devices
 
 torch.set_num_threads(1)
@@ -87,22 +84,18 @@ def test_sampler_draws_the_same_cohorts_minus_the_erased(tmp_path: Path) -> None
 
 
 def _federation(run_dir: Path, progress: Any = None) -> FederationConfig:
-    data = load_dataset("synthetic", synthetic=SyntheticConfig(n_users=N, n_items=20, seed=4))
-    split = leave_one_out(data, seed=4)
+    data, split = synthetic_split(N, 20, seed=4)
     pop = prepare_devices(run_dir, data, split, seed=4)
-    config = FederationConfig(
-        run_dir=str(run_dir),
-        devices_dir=str(pop.devices_dir),
+    config = federation_config(
+        run_dir,
+        pop,
         rounds=2,
-        num_devices=N,
-        n_items=split.n_items,
         dim=4,
         mode="cohort",
         num_nodes=2,
         local={"epochs": 1, "user_warmup": 1},
-    ).resolve_privacy()
-    app = make_client_app(ClientSettings(devices_dir=str(pop.devices_dir), mode="cohort"))
-    run_federation(LocalGrid(app, config.num_nodes, seed=5), config, progress=progress)
+    )
+    run_federation(client_grid(config, seed=5), config, progress=progress)
     return config
 
 
