@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 from flwr.app import ArrayRecord, Message, RecordDict
@@ -32,9 +32,11 @@ from fedpers.server.aggregation import UpdateAggregator
 from fedpers.server.rundb import EgressRecord, ParticipantRecord, RoundRecord, RoundReport
 
 __all__ = [
+    "NON_PRIVATE",
     "RoundCollection",
     "RoundCollector",
     "RoundPlan",
+    "RoundPrivacy",
     "egress_of",
     "round_report",
 ]
@@ -377,6 +379,32 @@ def _summary(
     return float(arr.min()), float(np.median(arr)), float(arr.mean()), float(arr.max())
 
 
+@dataclass(frozen=True)
+class RoundPrivacy:
+    """A round's user-level DP figures, as the DP wrapper reports them.
+
+    Every one is ``None`` in a run without user-level DP. The names are those of the
+    :class:`~fedpers.server.rundb.RoundRecord` columns they fill.
+
+    Attributes:
+        clip_norm: the round's clip norm ``C``.
+        noise_multiplier: ``sigma``.
+        noise_std: standard deviation of the noise on the sum.
+        epsilon: epsilon spent so far (``None``: non-private).
+        delta: the target delta.
+    """
+
+    clip_norm: float | None = None
+    noise_multiplier: float | None = None
+    noise_std: float | None = None
+    epsilon: float | None = None
+    delta: float | None = None
+
+
+NON_PRIVATE = RoundPrivacy()
+"""The figures of a round without user-level DP: none."""
+
+
 def round_report(
     coll: RoundCollection,
     status: str,
@@ -384,11 +412,7 @@ def round_report(
     *,
     sample_rate: float | None,
     started_at: float,
-    clip_norm: float | None = None,
-    noise_multiplier: float | None = None,
-    noise_std: float | None = None,
-    epsilon: float | None = None,
-    delta: float | None = None,
+    privacy: RoundPrivacy = NON_PRIVATE,
 ) -> RoundReport:
     """The run database's report of a collected round (``wall_seconds`` left at 0).
 
@@ -422,18 +446,14 @@ def round_report(
         participants=counts["accepted"],
         dropped=counts["dropped"],
         refused=counts["refused"],
-        noise_multiplier=noise_multiplier,
-        noise_std=noise_std,
-        clip_norm=clip_norm,
         sample_rate=sample_rate,
         clipped_fraction=clipped_fraction,
         norm_min=n_min,
         norm_median=n_med,
         norm_mean=n_mean,
         norm_max=n_max,
-        epsilon=epsilon,
-        delta=delta,
         metrics=metrics,
         started_at=started_at,
+        **asdict(privacy),
     )
     return RoundReport(record, coll.participants, coll.egress)

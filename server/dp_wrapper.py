@@ -59,7 +59,7 @@ from fedpers.privacy.dp.pipeline import (
     round_noise,
 )
 from fedpers.privacy.errors import ConfigError
-from fedpers.server.collect import RoundCollection
+from fedpers.server.collect import RoundCollection, RoundPrivacy
 from fedpers.server.config import FederationConfig
 from fedpers.server.rundb import RoundReport
 from fedpers.server.sampling import SamplingMethod
@@ -299,16 +299,14 @@ class UserLevelDP(Strategy):
         noise_std: float | None = None,
     ) -> RoundReport:
         result = self.ledger.report()
-        return self.strategy.report(
-            coll,
-            status,
-            reason,
+        privacy = RoundPrivacy(
             clip_norm=clip,
             noise_multiplier=self.config.noise_multiplier,
             noise_std=noise_std,
             epsilon=result.epsilon if result.private else None,
             delta=self.config.delta,
         )
+        return self.strategy.report(coll, status, reason, privacy)
 
     # ------------------------------------------------------------------ evaluate, state
 

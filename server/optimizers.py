@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -213,8 +213,51 @@ class ServerOptimizer(Protocol):
         ...
 
 
+_READ_HYPERPARAMETER: dict[str, Callable[[Any], Any]] = {"lr_scales": _check_scales}
+"""How a snapshot's hyperparameter is read back, where it is not a float."""
+
+_ABSENT_FROM_OLDER_SNAPSHOTS: dict[str, Any] = {"denoise_std": 0.0, "lr_scales": ()}
+"""Hyperparameters that snapshots of older versions lack, and the value they ran with."""
+
+
+class _Snapshot:
+    """The hyperparameter part of an optimiser's state dict, written once for all three.
+
+    The snapshot is ``{"name": NAME, <each of HYPERPARAMETERS>, "steps": ...}``; the
+    stateful optimisers add their ``"moments"``.
+    """
+
+    NAME: ClassVar[str]
+    HYPERPARAMETERS: ClassVar[tuple[str, ...]]
+    steps: int
+
+    def _hyperparameter_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"name": self.NAME}
+        for key in self.HYPERPARAMETERS:
+            value = getattr(self, key)
+            state[key] = list(value) if isinstance(value, tuple) else value
+        state["steps"] = self.steps
+        return state
+
+    def _load_hyperparameters(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`_hyperparameter_state` wrote.
+
+        Raises:
+            ConfigError: when the state is for another optimiser.
+        """
+        if state.get("name") != self.NAME:
+            raise ConfigError(f"optimizer state is for {state.get('name')!r}, not {self.NAME!r}")
+        for key in self.HYPERPARAMETERS:
+            if key in _ABSENT_FROM_OLDER_SNAPSHOTS:
+                raw = state.get(key, _ABSENT_FROM_OLDER_SNAPSHOTS[key])
+            else:
+                raw = state[key]
+            setattr(self, key, _READ_HYPERPARAMETER.get(key, float)(raw))
+        self.steps = int(state["steps"])
+
+
 @dataclass
-class FedAvg:
+class FedAvg(_Snapshot):
     """FedAvg with a server learning rate: ``x <- x + lr * mean_delta``.
 
     Attributes:
@@ -226,6 +269,9 @@ class FedAvg:
             so that the noise on them is discarded).
         steps: number of steps taken.
     """
+
+    NAME: ClassVar[str] = "fedavg"
+    HYPERPARAMETERS: ClassVar[tuple[str, ...]] = ("lr", "denoise_std", "lr_scales")
 
     lr: float = 1.0
     denoise_std: float = 0.0
@@ -254,39 +300,24 @@ class FedAvg:
 
     def state_dict(self, include_arrays: bool = True) -> dict[str, Any]:
         """``{"name": "fedavg", "lr", "denoise_std", "lr_scales", "steps"}``."""
-        return {
-            "name": "fedavg",
-            "lr": self.lr,
-            "denoise_std": self.denoise_std,
-            "lr_scales": list(self.lr_scales),
-            "steps": self.steps,
-        }
+        return self._hyperparameter_state()
 
     def load_state_dict(
         self, state: dict[str, Any], arrays: list[np.ndarray] | None = None
     ) -> None:
-        """Restore ``lr`` and ``steps``.
+        """Restore the hyperparameters and ``steps``.
 
         Raises:
             ConfigError: when the state is for another optimiser.
         """
-        _check_name(state, "fedavg")
-        self.lr = float(state["lr"])
-        self.denoise_std = float(state.get("denoise_std", 0.0))
-        self.lr_scales = _check_scales(state.get("lr_scales", ()))
-        self.steps = int(state["steps"])
+        self._load_hyperparameters(state)
 
     def arrays(self) -> list[np.ndarray]:
         """FedAvg has no state arrays."""
         return []
 
 
-def _check_name(state: dict[str, Any], name: str) -> None:
-    if state.get("name") != name:
-        raise ConfigError(f"optimizer state is for {state.get('name')!r}, not {name!r}")
-
-
-class _Moments:
+class _Moments(_Snapshot):
     """Shared moment bookkeeping of the stateful optimisers (``self.moments``)."""
 
     moments: dict[str, list[np.ndarray]]
@@ -337,6 +368,9 @@ class FedAvgM(_Moments):
         steps: number of steps taken.
     """
 
+    NAME: ClassVar[str] = "fedavgm"
+    HYPERPARAMETERS: ClassVar[tuple[str, ...]] = ("lr", "beta", "denoise_std", "lr_scales")
+
     lr: float = 1.0
     beta: float = 0.9
     denoise_std: float = 0.0
@@ -370,15 +404,7 @@ class FedAvgM(_Moments):
 
     def state_dict(self, include_arrays: bool = True) -> dict[str, Any]:
         """Hyperparameters, step count and (optionally encoded) momentum."""
-        return {
-            "name": "fedavgm",
-            "lr": self.lr,
-            "beta": self.beta,
-            "denoise_std": self.denoise_std,
-            "lr_scales": list(self.lr_scales),
-            "steps": self.steps,
-            "moments": self._encode(include_arrays),
-        }
+        return {**self._hyperparameter_state(), "moments": self._encode(include_arrays)}
 
     def load_state_dict(
         self, state: dict[str, Any], arrays: list[np.ndarray] | None = None
@@ -388,12 +414,7 @@ class FedAvgM(_Moments):
         Raises:
             ConfigError: when the state is for another optimiser or malformed.
         """
-        _check_name(state, "fedavgm")
-        self.lr = float(state["lr"])
-        self.beta = float(state["beta"])
-        self.denoise_std = float(state.get("denoise_std", 0.0))
-        self.lr_scales = _check_scales(state.get("lr_scales", ()))
-        self.steps = int(state["steps"])
+        self._load_hyperparameters(state)
         self._decode(state, ("m",), arrays)
 
     def arrays(self) -> list[np.ndarray]:
@@ -412,6 +433,9 @@ class FedAdam(_Moments):
         tau: adaptivity (added to ``sqrt(v)``).
         steps: number of steps taken.
     """
+
+    NAME: ClassVar[str] = "fedadam"
+    HYPERPARAMETERS: ClassVar[tuple[str, ...]] = ("lr", "beta1", "beta2", "tau")
 
     lr: float = 0.01
     beta1: float = 0.9
@@ -448,15 +472,7 @@ class FedAdam(_Moments):
 
     def state_dict(self, include_arrays: bool = True) -> dict[str, Any]:
         """Hyperparameters, step count and (optionally encoded) moments."""
-        return {
-            "name": "fedadam",
-            "lr": self.lr,
-            "beta1": self.beta1,
-            "beta2": self.beta2,
-            "tau": self.tau,
-            "steps": self.steps,
-            "moments": self._encode(include_arrays),
-        }
+        return {**self._hyperparameter_state(), "moments": self._encode(include_arrays)}
 
     def load_state_dict(
         self, state: dict[str, Any], arrays: list[np.ndarray] | None = None
@@ -466,12 +482,7 @@ class FedAdam(_Moments):
         Raises:
             ConfigError: when the state is for another optimiser or malformed.
         """
-        _check_name(state, "fedadam")
-        self.lr = float(state["lr"])
-        self.beta1 = float(state["beta1"])
-        self.beta2 = float(state["beta2"])
-        self.tau = float(state["tau"])
-        self.steps = int(state["steps"])
+        self._load_hyperparameters(state)
         self._decode(state, ("m", "v"), arrays)
 
     def arrays(self) -> list[np.ndarray]:

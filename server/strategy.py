@@ -54,9 +54,11 @@ from fedpers.privacy.dp.pipeline import finalize_aggregate
 from fedpers.privacy.errors import ConfigError, DataError
 from fedpers.server.aggregation import UpdateAggregator
 from fedpers.server.collect import (
+    NON_PRIVATE,
     RoundCollection,
     RoundCollector,
     RoundPlan,
+    RoundPrivacy,
     egress_of,
     round_report,
 )
@@ -301,12 +303,7 @@ class FedPersStrategy(Strategy):
         coll: RoundCollection,
         status: str,
         reason: str | None = None,
-        *,
-        clip_norm: float | None = None,
-        noise_multiplier: float | None = None,
-        noise_std: float | None = None,
-        epsilon: float | None = None,
-        delta: float | None = None,
+        privacy: RoundPrivacy = NON_PRIVATE,
     ) -> RoundReport:
         """Summarise a collected round (and store it in :attr:`reports`)."""
         plan = self._pending.pop(coll.server_round, None)  # the round is over
@@ -316,11 +313,7 @@ class FedPersStrategy(Strategy):
             reason,
             sample_rate=self.sampler.config.rate,
             started_at=plan.started_at if plan is not None else time.time(),
-            clip_norm=clip_norm,
-            noise_multiplier=noise_multiplier,
-            noise_std=noise_std,
-            epsilon=epsilon,
-            delta=delta,
+            privacy=privacy,
         )
         self.reports[coll.server_round] = rep
         return rep
