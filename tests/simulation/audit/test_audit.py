@@ -37,10 +37,10 @@ from fedpers.simulation.audit.build import (
     AuditOptions,
     build_report,
     failed_verdicts,
-    split_from_devices,
     write_report,
 )
 from fedpers.simulation.audit.html import render_html
+from fedpers.simulation.audit.replication import split_from_devices
 from fedpers.simulation.cli.audit import audit_command
 from fedpers.simulation.data.loader import load_dataset
 from fedpers.simulation.data.synthetic import SyntheticConfig
