@@ -318,9 +318,34 @@ class FedAvg(_Snapshot):
 
 
 class _Moments(_Snapshot):
-    """Shared moment bookkeeping of the stateful optimisers (``self.moments``)."""
+    """Moment bookkeeping and state of the stateful optimisers (``self.moments``).
 
+    The snapshot adds ``"moments"`` to the hyperparameters: the encoded arrays, or with
+    ``include_arrays=False`` only their keys and counts (the caller saves
+    :meth:`arrays` itself and passes them back to :meth:`load_state_dict`).
+    """
+
+    MOMENT_KEYS: ClassVar[tuple[str, ...]]
     moments: dict[str, list[np.ndarray]]
+
+    def state_dict(self, include_arrays: bool = True) -> dict[str, Any]:
+        """Hyperparameters, step count and (optionally encoded) moments."""
+        return {**self._hyperparameter_state(), "moments": self._encode(include_arrays)}
+
+    def load_state_dict(
+        self, state: dict[str, Any], arrays: list[np.ndarray] | None = None
+    ) -> None:
+        """Restore a snapshot (``arrays``: the moments saved by the caller).
+
+        Raises:
+            ConfigError: when the state is for another optimiser or malformed.
+        """
+        self._load_hyperparameters(state)
+        self._decode(state, arrays)
+
+    def arrays(self) -> list[np.ndarray]:
+        """The moment arrays in key order (``m``, then ``v``); empty before the first step."""
+        return [a for k in sorted(self.moments) for a in self.moments[k]]
 
     def _ensure(self, key: str, like: Sequence[np.ndarray]) -> list[np.ndarray]:
         if key not in self.moments:
@@ -332,9 +357,7 @@ class _Moments(_Snapshot):
             return {"keys": sorted(self.moments), "n": {k: len(v) for k, v in self.moments.items()}}
         return {k: [encode_array(a) for a in v] for k, v in self.moments.items()}
 
-    def _decode(
-        self, state: dict[str, Any], keys: tuple[str, ...], arrays: list[np.ndarray] | None
-    ) -> None:
+    def _decode(self, state: dict[str, Any], arrays: list[np.ndarray] | None) -> None:
         self.moments = {}
         stored = state.get("moments", {})
         if arrays is not None:
@@ -348,12 +371,9 @@ class _Moments(_Snapshot):
             if pos != len(arrays):
                 raise ConfigError(f"{len(arrays)} state arrays given, {pos} expected")
             return
-        for k in keys:
+        for k in self.MOMENT_KEYS:
             if k in stored:
                 self.moments[k] = [decode_array(o).astype(np.float32) for o in stored[k]]
-
-    def _flat(self) -> list[np.ndarray]:
-        return [a for k in sorted(self.moments) for a in self.moments[k]]
 
 
 @dataclass
@@ -370,6 +390,7 @@ class FedAvgM(_Moments):
 
     NAME: ClassVar[str] = "fedavgm"
     HYPERPARAMETERS: ClassVar[tuple[str, ...]] = ("lr", "beta", "denoise_std", "lr_scales")
+    MOMENT_KEYS: ClassVar[tuple[str, ...]] = ("m",)
 
     lr: float = 1.0
     beta: float = 0.9
@@ -402,25 +423,6 @@ class FedAvgM(_Moments):
         self.steps += 1
         return out
 
-    def state_dict(self, include_arrays: bool = True) -> dict[str, Any]:
-        """Hyperparameters, step count and (optionally encoded) momentum."""
-        return {**self._hyperparameter_state(), "moments": self._encode(include_arrays)}
-
-    def load_state_dict(
-        self, state: dict[str, Any], arrays: list[np.ndarray] | None = None
-    ) -> None:
-        """Restore a snapshot (``arrays``: the momentum saved by the caller).
-
-        Raises:
-            ConfigError: when the state is for another optimiser or malformed.
-        """
-        self._load_hyperparameters(state)
-        self._decode(state, ("m",), arrays)
-
-    def arrays(self) -> list[np.ndarray]:
-        """The momentum arrays (empty before the first step)."""
-        return self._flat()
-
 
 @dataclass
 class FedAdam(_Moments):
@@ -436,6 +438,7 @@ class FedAdam(_Moments):
 
     NAME: ClassVar[str] = "fedadam"
     HYPERPARAMETERS: ClassVar[tuple[str, ...]] = ("lr", "beta1", "beta2", "tau")
+    MOMENT_KEYS: ClassVar[tuple[str, ...]] = ("m", "v")
 
     lr: float = 0.01
     beta1: float = 0.9
@@ -469,25 +472,6 @@ class FedAdam(_Moments):
             out.append((g + self.lr * m[i] / (np.sqrt(v[i]) + self.tau)).astype(np.float32))
         self.steps += 1
         return out
-
-    def state_dict(self, include_arrays: bool = True) -> dict[str, Any]:
-        """Hyperparameters, step count and (optionally encoded) moments."""
-        return {**self._hyperparameter_state(), "moments": self._encode(include_arrays)}
-
-    def load_state_dict(
-        self, state: dict[str, Any], arrays: list[np.ndarray] | None = None
-    ) -> None:
-        """Restore a snapshot (``arrays``: the moments saved by the caller).
-
-        Raises:
-            ConfigError: when the state is for another optimiser or malformed.
-        """
-        self._load_hyperparameters(state)
-        self._decode(state, ("m", "v"), arrays)
-
-    def arrays(self) -> list[np.ndarray]:
-        """The moment arrays, ``m`` then ``v`` (empty before the first step)."""
-        return self._flat()
 
 
 OPTIMIZERS: dict[str, Callable[..., ServerOptimizer]] = {
