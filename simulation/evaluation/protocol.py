@@ -44,6 +44,7 @@ from typing import Literal
 import numpy as np
 
 from fedpers.client.metrics import hits_at_k, ndcgs_at_k, ranks_of
+from fedpers.client.protocol import EVAL_KEYS
 from fedpers.privacy.errors import ConfigError, DataError
 from fedpers.simulation.data.interactions import InteractionData
 from fedpers.simulation.data.movielens import age_band
@@ -69,8 +70,9 @@ Scorer = Callable[[np.ndarray], np.ndarray]
 
 Target = Literal["test", "valid"]
 
-METRIC_NAMES: tuple[str, ...] = ("hr10_sampled", "ndcg10_sampled", "hr10_full", "ndcg10_full")
-"""The four accuracy figures, in the order every report prints them."""
+METRIC_NAMES: tuple[str, ...] = EVAL_KEYS
+"""The four accuracy figures, in the order every report prints them (the devices report
+the same four, :data:`fedpers.client.protocol.EVAL_KEYS`)."""
 
 _K = 10
 _NEGATIVE_CHUNK = 32_768

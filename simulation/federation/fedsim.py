@@ -61,7 +61,6 @@ __all__ = [
     "FedSimConfig",
     "FedSimResult",
     "device_histories",
-    "eval_seed",
     "fine_tuned_scorer",
     "run_fedsim",
 ]
@@ -183,11 +182,6 @@ class FedSimResult:
     seconds: float
 
 
-def eval_seed(seed: int, server_round: int, device_id: int | str) -> int:
-    """Seed of a device's fine-tuning draws after ``server_round`` (see ``evaluation_seed``)."""
-    return evaluation_seed(seed, server_round, device_id)
-
-
 def device_histories(split: LeaveOneOutSplit, target: Target = "test") -> list[np.ndarray]:
     """Each device's interactions before its ``target`` item (:meth:`LeaveOneOutSplit.history`).
 
@@ -213,8 +207,8 @@ def fine_tuned_scorer(
 
     Device ``u`` fine-tunes on ``devices[u]`` (its history, :func:`device_histories`)
     from its user vector with seed
-    :func:`eval_seed` ``(seed, server_round, u)``, so the scores of a device do not depend
-    on the evaluation batch it falls into.
+    :func:`~fedpers.client.device_round.evaluation_seed` ``(seed, server_round, u)``, so
+    the scores of a device do not depend on the evaluation batch it falls into.
     """
 
     def scorer(users: np.ndarray) -> np.ndarray:
@@ -225,7 +219,7 @@ def fine_tuned_scorer(
             [devices[int(u)] for u in users],
             user_vectors[users],
             config,
-            [eval_seed(seed, server_round, int(u)) for u in users],
+            [evaluation_seed(seed, server_round, int(u)) for u in users],
         )
         return scores
 
