@@ -240,7 +240,7 @@ def _table_row(round_: int, record: ParticipantRecord | EgressRecord) -> dict[st
     Node ids are Flower's unsigned 64-bit ids, stored as text (SQLite integers are signed);
     an egress entry's shape is stored as a JSON list and its size as ``bytes``.
     """
-    row = {"round": round_, **asdict(record)}
+    row = {"round": round_, **vars(record)}  # the record's fields (a shallow copy)
     row["node_id"] = None if record.node_id is None else str(record.node_id)
     if isinstance(record, EgressRecord):
         row["shape"] = json.dumps(list(record.shape))
