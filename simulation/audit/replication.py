@@ -9,6 +9,7 @@ with the run's configuration replicated in process (:func:`fedsim_config_from_ru
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -186,7 +187,7 @@ def fedsim_config_from_run(
         init_std=float(config.get("init_std") or 0.1),
     )
     if fed.sample_rate is None and fed.clients_per_round is None:
-        fed = FedSimConfig(**{**fed.__dict__, "sample_rate": 1.0})
+        fed = dataclasses.replace(fed, sample_rate=1.0)
     return fed, notes
 
 
