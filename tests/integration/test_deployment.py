@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from deployment_processes import alive, on_free_ports, processes_of, stop_leftovers
+from leftover_processes import alive, on_free_ports, processes_of, stop_leftovers
 from local_grid import LocalGrid
 
 from fedpers.client.app import ClientSettings, make_client_app

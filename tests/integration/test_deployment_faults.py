@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from deployment_processes import on_free_ports, stop_leftovers
+from leftover_processes import on_free_ports, stop_leftovers
 
 from fedpers.privacy.errors import StoreError
 from fedpers.server.checkpoint import load_checkpoint

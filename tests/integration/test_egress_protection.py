@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deployment_processes import stop_leftovers
 from flwr.app import Message
+from leftover_processes import stop_leftovers
 from local_federation import client_grid, federation_config, synthetic_split
 from local_grid import LocalGrid
 

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from leftover_processes import proc_files, process_state
 
 from fedpers.simulation.federation.ray_lifecycle import OWNER_ENV, owner_tag
 
@@ -39,20 +40,13 @@ def _write_log(path: Path, users: int = 12, items: int = 40) -> None:
 
 def _session_processes(session_marker: str) -> list[int]:
     """Live processes whose command line or environment names the Ray session's driver."""
+    needle = session_marker.encode()
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+    for pid, (stat, env, cmd) in proc_files("stat", "environ", "cmdline"):
+        if process_state(stat) in ("Z", "X"):  # exited: a zombie or dead
             continue
-        try:
-            stat = (entry / "stat").read_text()
-            if stat[stat.rindex(")") + 2] in "ZX":
-                continue
-            env = (entry / "environ").read_bytes()
-            cmd = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if session_marker.encode() in env or session_marker.encode() in cmd:
-            found.append(int(entry.name))
+        if needle in env or needle in cmd:
+            found.append(pid)
     return found
 
 
@@ -69,17 +63,8 @@ def _agents(marker: str) -> bool:
 
 def _ray_children(pid: int) -> list[int]:
     """Processes whose command line names the Ray session started by ``pid``."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if f"_{pid}/".encode() in cmd and b"ray" in cmd:
-            out.append(int(entry.name))
-    return out
+    session = f"_{pid}/".encode()
+    return [child for child, (cmd,) in proc_files("cmdline") if session in cmd and b"ray" in cmd]
 
 
 def _wait(predicate: object, seconds: float) -> bool:

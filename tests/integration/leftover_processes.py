@@ -1,4 +1,4 @@
-"""What the real-deployment tests share: finding and stopping a run's processes.
+"""What the tests that start real processes share: finding them in ``/proc``, stopping leftovers.
 
 Every process of a real Deployment Engine run (the SuperLink, the SuperNodes, their
 SuperExecs, the ServerApp and ClientApp processes and the key holder) inherits the run's
@@ -11,35 +11,55 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 from fedpers.simulation.deploy.plan import DeploymentPlan, free_port, write_flower_config
 
-__all__ = ["alive", "on_free_ports", "processes_of", "stop_leftovers"]
+__all__ = [
+    "alive",
+    "on_free_ports",
+    "proc_files",
+    "process_state",
+    "processes_of",
+    "stop_leftovers",
+]
+
+
+def proc_files(*names: str) -> Iterator[tuple[int, list[bytes]]]:
+    """``(pid, contents)`` of every process: its ``/proc/<pid>/<name>`` files, in order.
+
+    A process whose files cannot be read (it ended, or belongs to another user) is left out.
+    """
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            contents = [(entry / name).read_bytes() for name in names]
+        except OSError:
+            continue
+        yield int(entry.name), contents
 
 
 def processes_of(folder: Path) -> list[int]:
     """Processes, zombies included, whose environment names ``folder`` (this one excluded)."""
     needle = str(folder).encode()
-    found = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if int(entry.name) != os.getpid() and needle in environ:
-            found.append(int(entry.name))
-    return found
+    return [
+        pid for pid, (environ,) in proc_files("environ") if pid != os.getpid() and needle in environ
+    ]
+
+
+def process_state(stat: bytes) -> str:
+    """The state letter in a ``/proc/<pid>/stat`` line (``R``, ``S``, ``Z`` for a zombie, ...)."""
+    return stat.rsplit(b")", 1)[1].split()[0].decode()
 
 
 def alive(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie, exited but not yet reaped by its new parent, does not)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
     except OSError:
         return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    return process_state(stat) != "Z"
 
 
 def stop_leftovers(folder: Path, *, ignore_zombies: bool = False) -> None:
