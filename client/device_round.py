@@ -7,11 +7,17 @@ For each device of a cohort (a Flower node is a cohort of one):
    the training seed derived from ``device_rng(seed, round, device_id, "train")``;
 2. :func:`fedpers.privacy.dp.pipeline.privatize_device_update` on the delta: clip the whole
    update to ``C`` and add the device's noise share, drawn from
-   ``device_rng(seed, round, device_id, "noise")``.
+   :func:`noise_generator`: ``device_rng(seed, round, device_id, "noise")`` with
+   ``"seeded"`` noise entropy (simulation), fresh operating-system entropy with
+   ``"device"`` (deployments).
 
-Because every random draw of a device comes from streams derived from
+Because every other random draw of a device comes from streams derived from
 ``(seed, round, device_id)``, a device produces the same contribution whether it runs
-alone on its own node or inside a cohort of virtual devices.
+alone on its own node or inside a cohort of virtual devices (with seeded noise, exactly).
+
+The noise entropy is the device's own setting, never an instruction of the coordinator:
+the coordinator chooses the seed, so with seeded noise it could recompute every share and
+subtract it from a decrypted sum; with device entropy nobody but the device knows it.
 
 :class:`RoundInstructions` is what the coordinator sends (a flat ``str -> int | float |
 str | bool`` dict for Flower's ``ConfigRecord`` through :meth:`RoundInstructions.to_config`);
@@ -25,6 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -37,12 +44,15 @@ from fedpers.privacy.dp.pipeline import privatize_device_update
 from fedpers.privacy.errors import ConfigError
 
 __all__ = [
+    "NOISE_ENTROPIES",
     "NO_CLIP",
     "DeviceContribution",
+    "NoiseEntropy",
     "RoundInstructions",
     "evaluation_seed",
     "initial_user_vector",
     "initial_user_vectors",
+    "noise_generator",
     "privatize",
     "run_device_rounds",
     "training_seed",
@@ -50,6 +60,10 @@ __all__ = [
 
 NO_CLIP: float = float(np.finfo(np.float64).max)
 """The clip norm passed to the pipeline when a round is not private (``clip_norm == 0``)."""
+
+NoiseEntropy = Literal["seeded", "device"]
+NOISE_ENTROPIES: tuple[NoiseEntropy, ...] = ("seeded", "device")
+"""Where a device's noise share comes from (see :func:`noise_generator`)."""
 
 _LOCAL_PREFIX = "local."
 _RECORD = "round instructions"
@@ -212,6 +226,7 @@ def run_device_rounds(
     user_vectors: np.ndarray,
     device_ids: Sequence[int | str],
     instructions: RoundInstructions,
+    noise_entropy: NoiseEntropy = "seeded",
 ) -> list[DeviceContribution]:
     """Train a cohort of devices and privatise each device's update.
 
@@ -223,6 +238,7 @@ def run_device_rounds(
         user_vectors: ``[m, dim]`` the devices' private user vectors (not modified).
         device_ids: per device, its stable identifier (seeds its random streams).
         instructions: the round's instructions.
+        noise_entropy: where the devices' noise shares come from (:func:`noise_generator`).
 
     Returns:
         One :class:`DeviceContribution` per device, in input order.
@@ -247,29 +263,55 @@ def run_device_rounds(
         seeds,
     )
     return [
-        privatize(update, device_id, instructions)
+        privatize(update, device_id, instructions, noise_entropy)
         for device_id, update in zip(device_ids, updates, strict=True)
     ]
 
 
+def noise_generator(
+    noise_entropy: NoiseEntropy, instructions: RoundInstructions, device_id: int | str
+) -> np.random.Generator:
+    """The generator of one device's noise share in one round.
+
+    Args:
+        noise_entropy: ``"seeded"``: ``device_rng(seed, round, device_id, "noise")``, the
+            same share in every runner and on a resumed run (simulation, parity tests; the
+            coordinator, which chose the seed, can recompute it). ``"device"``: fresh
+            operating-system entropy, known to nobody but the device (deployments).
+        instructions: the round's instructions (the seed and the round).
+        device_id: the device.
+
+    Raises:
+        ConfigError: an unknown ``noise_entropy``.
+    """
+    if noise_entropy == "device":
+        return np.random.default_rng()  # seeded from the operating system's entropy
+    if noise_entropy != "seeded":
+        raise ConfigError(f"noise entropy must be one of {NOISE_ENTROPIES}, got {noise_entropy!r}")
+    return device_rng(instructions.seed, instructions.server_round, device_id, "noise")
+
+
 def privatize(
-    update: LocalUpdate, device_id: int | str, instructions: RoundInstructions
+    update: LocalUpdate,
+    device_id: int | str,
+    instructions: RoundInstructions,
+    noise_entropy: NoiseEntropy = "seeded",
 ) -> DeviceContribution:
     """The device side of the privacy pipeline on one device's local update.
 
     :func:`~fedpers.privacy.dp.pipeline.privatize_device_update` clips the whole delta to
     ``C`` (no clipping when the round is not private) and adds the device's noise share,
-    drawn from ``device_rng(seed, round, device_id, "noise")``.
+    drawn from :func:`noise_generator`.
 
     Raises:
         NonFiniteUpdateError: when the delta is not finite.
+        ConfigError: an unknown ``noise_entropy``.
     """
-    seed, rnd = instructions.seed, instructions.server_round
     private = privatize_device_update(
         update.delta,
         instructions.clip_norm if instructions.private else NO_CLIP,
         instructions.noise_share_std,
-        device_rng(seed, rnd, device_id, "noise"),
+        noise_generator(noise_entropy, instructions, device_id),
         indicator_noise_share_std=instructions.indicator_noise_share_std,
     )
     return DeviceContribution(

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from flwr.app import Context
 
-from fedpers.client.device_round import initial_user_vector
+from fedpers.client.device_round import NOISE_ENTROPIES, NoiseEntropy, initial_user_vector
 from fedpers.client.devices_folder import DevicesFolder, HoldoutSplit
 from fedpers.client.protocol import DeviceStatus
 from fedpers.client.store import EventStore
@@ -61,6 +61,10 @@ class ClientSettings:
         secagg_context: path of the CKKS *public* context (``public.ctx`` or the key-set
             folder) the devices encrypt their updates under when the coordinator asks for
             secure aggregation; ``""``: none enrolled (such a request fails the node).
+        noise_entropy: where the devices' noise shares come from: ``"seeded"`` (derived
+            from the coordinator's seed: reproducible, for simulation) or ``"device"``
+            (operating-system entropy that only the device knows; what ``fedpers deploy``
+            gives its SuperNodes). See :func:`~fedpers.client.device_round.noise_generator`.
     """
 
     devices_dir: str = ""
@@ -69,15 +73,25 @@ class ClientSettings:
     record_epsilon_budget: float | None = None
     provision: Callable[[int], None] | None = None
     secagg_context: str = ""
+    noise_entropy: NoiseEntropy = "seeded"
 
     def __post_init__(self) -> None:
         if self.mode not in ("cohort", "node"):
             raise ConfigError(f"mode must be 'cohort' or 'node', got {self.mode!r}")
+        if self.noise_entropy not in NOISE_ENTROPIES:
+            raise ConfigError(
+                f"noise-entropy must be one of {', '.join(NOISE_ENTROPIES)}, "
+                f"got {self.noise_entropy!r}"
+            )
         if self.max_open_stores < 1:
             raise ConfigError("max_open_stores must be >= 1")
 
     def resolve(self, node_config: Mapping[str, Any]) -> ClientSettings:
-        """These settings overridden by a node's config (``devices-dir``, ``mode``)."""
+        """These settings overridden by a node's config.
+
+        Keys: ``devices-dir``, ``mode``, ``record-epsilon-budget``, ``secagg-context``,
+        ``noise-entropy``.
+        """
         changes: dict[str, Any] = {}
         if "devices-dir" in node_config:
             changes["devices_dir"] = str(node_config["devices-dir"])
@@ -87,6 +101,8 @@ class ClientSettings:
             changes["record_epsilon_budget"] = float(node_config["record-epsilon-budget"])
         if "secagg-context" in node_config:
             changes["secagg_context"] = str(node_config["secagg-context"])
+        if "noise-entropy" in node_config:
+            changes["noise_entropy"] = str(node_config["noise-entropy"])
         return replace(self, **changes) if changes else self
 
 

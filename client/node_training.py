@@ -20,6 +20,7 @@ import numpy as np
 
 from fedpers.client.device_round import (
     DeviceContribution,
+    NoiseEntropy,
     RoundInstructions,
     privatize,
     run_device_rounds,
@@ -55,9 +56,13 @@ class GlobalRound:
 
 
 def train_cohort(
-    devices: Sequence[HostedDevice], round_: GlobalRound
+    devices: Sequence[HostedDevice], round_: GlobalRound, noise_entropy: NoiseEntropy = "seeded"
 ) -> tuple[list[DeviceContribution], dict[int, DeviceStatus]]:
-    """Train the cohort at once; when that fails, one by one to isolate the failures."""
+    """Train the cohort at once; when that fails, one by one to isolate the failures.
+
+    ``noise_entropy`` is where the noise shares come from
+    (:func:`~fedpers.client.device_round.noise_generator`).
+    """
     if not devices:
         return [], {}
     args = (round_.global_arrays, round_.model_config, round_.item_features)
@@ -69,6 +74,7 @@ def train_cohort(
             np.stack([d.user_vector for d in devices]),
             [d.device_id for d in devices],
             instructions,
+            noise_entropy,
         )
         return contributions, {}
     except FedpersError as exc:
@@ -79,7 +85,12 @@ def train_cohort(
         try:
             contributions.extend(
                 run_device_rounds(
-                    *args, [d.items], d.user_vector[None, :], [d.device_id], instructions
+                    *args,
+                    [d.items],
+                    d.user_vector[None, :],
+                    [d.device_id],
+                    instructions,
+                    noise_entropy,
                 )
             )
         except FedpersError as exc:
@@ -93,6 +104,7 @@ def train_record_level(
     round_: GlobalRound,
     settings: dict[str, Any],
     budget: float | None,
+    noise_entropy: NoiseEntropy = "seeded",
 ) -> tuple[list[DeviceContribution], dict[int, DeviceStatus], dict[int, float]]:
     """Record-level DP-SGD on each device, then the same privacy pipeline as the others.
 
@@ -136,7 +148,7 @@ def train_record_level(
                 training_seed(seed, rnd, d.device_id),
                 history,
             )
-            contribution = privatize(update, d.device_id, instructions)
+            contribution = privatize(update, d.device_id, instructions, noise_entropy)
         except BudgetExhaustedError:
             statuses[d.device_id] = DeviceStatus.BUDGET_SPENT
             continue

@@ -261,10 +261,14 @@ def train_message(message: Message, context: Context, settings: ClientSettings) 
     record_epsilon: dict[int, float] = {}
     global_round = GlobalRound(inp.global_arrays, model_config, features, instructions)
     if request.record_level is None:
-        contributions, failed = train_cohort(ready, global_round)
+        contributions, failed = train_cohort(ready, global_round, settings.noise_entropy)
     else:
         contributions, failed, record_epsilon = train_record_level(
-            ready, global_round, dict(request.record_level), settings.record_epsilon_budget
+            ready,
+            global_round,
+            dict(request.record_level),
+            settings.record_epsilon_budget,
+            settings.noise_entropy,
         )
     statuses.update(failed)
     persist(ready, contributions)
