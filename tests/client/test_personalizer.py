@@ -44,6 +44,20 @@ def click(item: str, ts: float) -> Event:
     return Event(item, "click", 1.0, ts)
 
 
+def ranking_without_p6(
+    store: EventStore,
+    model: GlobalModel,
+    events: list[Event],
+    session: SessionConfig | None = None,
+) -> list[tuple[str, str]]:
+    """The top 10 (item, basis) after recording ``events`` and withdrawing P6."""
+    p = Personalizer(store, model, fold_in_steps=20, fold_in_lr=0.5, session=session)
+    for event in events:
+        p.record(event)
+    ConsentManager(store).withdraw(Purpose.USE_PROFILES)
+    return [(r.item, r.basis) for r in p.recommend(10)]
+
+
 def test_next_recommendation_reflects_the_recorded_event(tmp_path: Path) -> None:
     store = make_store(tmp_path, "a", *ALL)
     p = Personalizer(store, clustered_model(), fold_in_steps=20, fold_in_lr=0.5)
@@ -100,14 +114,12 @@ def test_without_p6_the_session_is_not_read_either(tmp_path: Path) -> None:
     """Try to get past the P6 gate through the session: different latest events, same ranking."""
     model = clustered_model()
     session = SessionConfig(weight=5.0, decay=0.5, window=3)
-    outputs = []
-    for name, last in (("a", "i2"), ("b", "i33")):
-        store = make_store(tmp_path, name, *ALL)
-        p = Personalizer(store, model, fold_in_steps=20, fold_in_lr=0.5, session=session)
-        p.record(click("i10", 1e9))
-        p.record(click(last, 2e9))
-        ConsentManager(store).withdraw(Purpose.USE_PROFILES)
-        outputs.append([(r.item, r.basis) for r in p.recommend(10)])
+    outputs = [
+        ranking_without_p6(
+            make_store(tmp_path, name, *ALL), model, [click("i10", 1e9), click(last, 2e9)], session
+        )
+        for name, last in (("a", "i2"), ("b", "i33"))
+    ]
     assert outputs[0] == outputs[1]
     assert {basis for _, basis in outputs[0]} == {"popular"}
 
@@ -143,14 +155,14 @@ def test_contextual_fallback_uses_only_the_request_context(tmp_path: Path) -> No
 def test_without_p6_ranking_ignores_the_profile(tmp_path: Path) -> None:
     """Try to get past the P6 gate: two different histories must rank identically."""
     model = clustered_model()
-    outputs = []
-    for name, items in (("a", ["i1", "i2"]), ("b", ["i30", "i31"])):
-        store = make_store(tmp_path, name, *ALL)
-        p = Personalizer(store, model, fold_in_steps=20, fold_in_lr=0.5)
-        for t, item in enumerate(items):
-            p.record(click(item, 1e9 + t))
-        ConsentManager(store).withdraw(Purpose.USE_PROFILES)
-        outputs.append([(r.item, r.basis) for r in p.recommend(10)])
+    outputs = [
+        ranking_without_p6(
+            make_store(tmp_path, name, *ALL),
+            model,
+            [click(item, 1e9 + t) for t, item in enumerate(items)],
+        )
+        for name, items in (("a", ["i1", "i2"]), ("b", ["i30", "i31"]))
+    ]
     assert outputs[0] == outputs[1]
     assert {basis for _, basis in outputs[0]} == {"popular"}
 
