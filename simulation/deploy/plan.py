@@ -197,8 +197,17 @@ def _quoted(value: str, what: str) -> str:
 
 
 def _node_configs(config: FederationConfig) -> list[dict[str, Any]]:
-    """One node config per SuperNode (cohort: ``num_nodes``; node mode: one per device)."""
-    common: dict[str, Any] = {"devices-dir": config.devices_dir, "mode": config.mode}
+    """One node config per SuperNode (cohort: ``num_nodes``; node mode: one per device).
+
+    Deployed devices draw their noise shares from their own entropy
+    (``noise-entropy = "device"``): the coordinator chooses the run seed, so with seeded
+    shares it could recompute them and see the un-noised sum under secure aggregation.
+    """
+    common: dict[str, Any] = {
+        "devices-dir": config.devices_dir,
+        "mode": config.mode,
+        "noise-entropy": "device",
+    }
     if config.secure_agg == "he":
         common["secagg-context"] = str(Path(config.secagg_keys) / PUBLIC_CONTEXT_FILE)
     if config.record_epsilon_budget is not None:

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.serialization import load_ssh_private_key, l
 from flwr.common.config import parse_config_args
 from typer.testing import CliRunner
 
+from fedpers.client.hosted_devices import ClientSettings
 from fedpers.privacy.secagg import load_public_context
 from fedpers.server.config import FederationConfig
 from fedpers.simulation.cli.deploy import deploy_app
@@ -104,6 +105,9 @@ def test_prepare_prints_the_commands_in_order(tiny_log: Path, tmp_path: Path) ->
         assert parsed["secagg-context"] == f"{run_dir}/keys/public.ctx"
         assert parsed["devices-dir"] == f"{run_dir}/devices"
         assert parsed["partition-id"] == i and parsed["mode"] == "cohort"
+        # deployed devices draw their noise shares from their own entropy, not the seed
+        assert parsed["noise-entropy"] == "device"
+        assert ClientSettings().resolve(parsed).noise_entropy == "device"
     assert f"""--run-config 'config="{run_dir}/config.json"'""" in commands["run"]
     toml = Path(out["files"]["flwr_config"]).read_text()
     assert out["superlink_address"] in toml and f"{run_dir}/tls/ca.crt" in toml
