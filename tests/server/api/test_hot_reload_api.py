@@ -113,7 +113,7 @@ def test_publishing_during_load_fails_no_request_and_serves_the_new_version(
         t.join(timeout=20)
     assert not failures, failures[:5]
     with RunDB.open(tiny_run) as db:
-        registry = {int(r["round"]): r["sha256"] for r in db.db.table("models").rows}
+        registry = {int(r["round"]): r["sha256"] for r in db.models()}
     versions_seen = set()
     for served in results:
         assert served, "a load thread got no answer"
