@@ -44,18 +44,23 @@ def click(item: str, ts: float) -> Event:
     return Event(item, "click", 1.0, ts)
 
 
-def ranking_without_p6(
-    store: EventStore,
-    model: GlobalModel,
-    events: list[Event],
+def assert_p6_hides_the_history(
+    tmp_path: Path,
+    histories: tuple[list[Event], list[Event]],
     session: SessionConfig | None = None,
-) -> list[tuple[str, str]]:
-    """The top 10 (item, basis) after recording ``events`` and withdrawing P6."""
-    p = Personalizer(store, model, fold_in_steps=20, fold_in_lr=0.5, session=session)
-    for event in events:
-        p.record(event)
-    ConsentManager(store).withdraw(Purpose.USE_PROFILES)
-    return [(r.item, r.basis) for r in p.recommend(10)]
+) -> None:
+    """Two devices that withdrew P6 after different histories get the same, popular, top 10."""
+    model = clustered_model()
+    outputs = []
+    for name, events in zip(("a", "b"), histories, strict=True):
+        store = make_store(tmp_path, name, *ALL)
+        p = Personalizer(store, model, fold_in_steps=20, fold_in_lr=0.5, session=session)
+        for event in events:
+            p.record(event)
+        ConsentManager(store).withdraw(Purpose.USE_PROFILES)
+        outputs.append([(r.item, r.basis) for r in p.recommend(10)])
+    assert outputs[0] == outputs[1]
+    assert {basis for _, basis in outputs[0]} == {"popular"}
 
 
 def test_next_recommendation_reflects_the_recorded_event(tmp_path: Path) -> None:
@@ -112,16 +117,12 @@ def test_session_setting_comes_from_the_published_model(tmp_path: Path) -> None:
 
 def test_without_p6_the_session_is_not_read_either(tmp_path: Path) -> None:
     """Try to get past the P6 gate through the session: different latest events, same ranking."""
-    model = clustered_model()
     session = SessionConfig(weight=5.0, decay=0.5, window=3)
-    outputs = [
-        ranking_without_p6(
-            make_store(tmp_path, name, *ALL), model, [click("i10", 1e9), click(last, 2e9)], session
-        )
-        for name, last in (("a", "i2"), ("b", "i33"))
-    ]
-    assert outputs[0] == outputs[1]
-    assert {basis for _, basis in outputs[0]} == {"popular"}
+    assert_p6_hides_the_history(
+        tmp_path,
+        ([click("i10", 1e9), click("i2", 2e9)], [click("i10", 1e9), click("i33", 2e9)]),
+        session,
+    )
 
 
 def test_seen_items_are_excluded_and_explained(tmp_path: Path) -> None:
@@ -154,17 +155,10 @@ def test_contextual_fallback_uses_only_the_request_context(tmp_path: Path) -> No
 
 def test_without_p6_ranking_ignores_the_profile(tmp_path: Path) -> None:
     """Try to get past the P6 gate: two different histories must rank identically."""
-    model = clustered_model()
-    outputs = [
-        ranking_without_p6(
-            make_store(tmp_path, name, *ALL),
-            model,
-            [click(item, 1e9 + t) for t, item in enumerate(items)],
-        )
-        for name, items in (("a", ["i1", "i2"]), ("b", ["i30", "i31"]))
-    ]
-    assert outputs[0] == outputs[1]
-    assert {basis for _, basis in outputs[0]} == {"popular"}
+    assert_p6_hides_the_history(
+        tmp_path,
+        ([click("i1", 1e9), click("i2", 1e9 + 1)], [click("i30", 1e9), click("i31", 1e9 + 1)]),
+    )
 
 
 def test_withdrawal_takes_effect_on_the_next_call(tmp_path: Path) -> None:
