@@ -41,7 +41,7 @@ from fedpers.client.inference.ranking import (
     candidate_mask,
     check_request,
     contextual_scores,
-    explain_item,
+    explain_items,
     profile_scores,
     select_items,
 )
@@ -270,20 +270,21 @@ class Personalizer:
         chosen = select_items(
             np.asarray(scores, dtype=np.float64), mask, k, diversity, self._model.item_vectors
         )
+        explanations = explain_items(
+            chosen,
+            basis,
+            item_ids=self._model.item_ids,
+            item_vectors=self._model.item_vectors,
+            cold_items=self._model.cold_items,
+            history=history,
+            context=context,
+        )
         return [
             Recommendation(
                 item=self._model.item_ids[i],
                 score=float(scores[i]),
                 basis=basis,
-                explanation=explain_item(
-                    i,
-                    basis,
-                    item_ids=self._model.item_ids,
-                    item_vectors=self._model.item_vectors,
-                    cold_items=self._model.cold_items,
-                    history=history,
-                    context=context,
-                ),
+                explanation=text,
             )
-            for i in chosen
+            for i, text in zip(chosen, explanations, strict=True)
         ]

@@ -12,7 +12,7 @@ API agree on what "personalised", "contextual" and "popular" mean:
    attributes, a predicate) and the seen items;
 3. which ``k`` of them: :func:`select_items` (top-k, or maximal marginal relevance over
    item-vector cosine similarity when ``diversity > 0``);
-4. why: :func:`explain_item` (cold items by their attributes, popularity, context, or the
+4. why: :func:`explain_items` (cold items by their attributes, popularity, context, or the
    nearest item of the history).
 
 Every function reads its inputs and returns new arrays; nothing is stored.
@@ -35,7 +35,6 @@ __all__ = [
     "candidate_mask",
     "check_request",
     "contextual_scores",
-    "explain_item",
     "explain_items",
     "profile_scores",
     "select_items",
@@ -285,38 +284,6 @@ def select_items(
     return [int(pool[i]) for i in chosen]
 
 
-def explain_item(
-    item: int,
-    basis: Basis,
-    *,
-    item_ids: Sequence[str],
-    item_vectors: np.ndarray,
-    cold_items: np.ndarray,
-    history: Sequence[int] | np.ndarray = (),
-    context: Mapping[str, Any] | None = None,
-) -> str:
-    """A short, human-readable reason why ``item`` was ranked.
-
-    Args:
-        item: the model index.
-        basis: what the ranking used.
-        item_ids: catalogue ids of the model.
-        item_vectors: ``[items, dim]`` global item vectors.
-        cold_items: ``bool[items]`` items scored from their attributes.
-        history: the user's item indices in time order (personalised basis only).
-        context: the request context (contextual basis).
-    """
-    return explain_items(
-        [item],
-        basis,
-        item_ids=item_ids,
-        item_vectors=item_vectors,
-        cold_items=cold_items,
-        history=history,
-        context=context,
-    )[0]
-
-
 def explain_items(
     items: Sequence[int],
     basis: Basis,
@@ -328,10 +295,12 @@ def explain_items(
     context: Mapping[str, Any] | None = None,
     unit_vectors: np.ndarray | None = None,
 ) -> list[str]:
-    """:func:`explain_item` for several items at once (one similarity product).
+    """A short, human-readable reason why each of ``items`` was ranked.
 
-    A personalised item is explained by the history item most similar to it (cosine of
-    the item vectors, over the newest :data:`EXPLAIN_WINDOW` history items).
+    Cold items are explained by their attributes; popular and contextual ones by the
+    popularity and the context used; a personalised item by the history item most similar
+    to it (cosine of the item vectors over the newest :data:`EXPLAIN_WINDOW` history
+    items, one similarity product for all the items).
 
     Args:
         items: model indices.

@@ -203,7 +203,10 @@ class RecommendationQuery:
 
 @dataclass(frozen=True)
 class RankedItem:
-    """One item of the answer (the route reads it into ``RecommendedItem`` by attribute)."""
+    """One recommended item: its id, title, score, rank, whether it was explored, and why.
+
+    The response model lists these as they are (``RecommendationResponse.items``).
+    """
 
     item: str
     title: str

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fedpers.client.store import EventType
 from fedpers.server.api.experiments import FeedbackKind
-from fedpers.server.api.recommender import MAX_EVENTS
+from fedpers.server.api.recommender import MAX_EVENTS, RankedItem
 
 __all__ = [
     "MAX_K",
@@ -36,7 +36,6 @@ __all__ = [
     "Rate",
     "RecommendationRequest",
     "RecommendationResponse",
-    "RecommendedItem",
     "VariantIn",
     "VariantReport",
 ]
@@ -112,17 +111,6 @@ class RecommendationRequest(_Request):
     personal_state: PersonalStateIn | None = None
 
 
-class RecommendedItem(BaseModel):
-    """One recommended item."""
-
-    item: str
-    title: str
-    score: float
-    rank: int
-    explored: bool
-    explanation: str | None
-
-
 class ModelRef(BaseModel):
     """The model version an answer came from."""
 
@@ -146,7 +134,7 @@ class RecommendationResponse(BaseModel):
     reason: str
     model: ModelRef
     experiment: ExperimentRef | None = None
-    items: list[RecommendedItem]
+    items: list[RankedItem]
 
 
 class FeedbackIn(_Request):

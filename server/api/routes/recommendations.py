@@ -29,7 +29,6 @@ from fedpers.server.api.serving_schemas import (
     ModelRef,
     RecommendationRequest,
     RecommendationResponse,
-    RecommendedItem,
 )
 
 __all__ = ["router"]
@@ -103,7 +102,7 @@ async def post_recommendations(body: RecommendationRequest, ctx: ServingDep) -> 
         reason=decision.reason,
         model=ModelRef(version=result.version, sha256=result.sha256),
         experiment=ref,
-        items=[RecommendedItem.model_validate(i, from_attributes=True) for i in result.items],
+        items=result.items,
     )
     # Validated once above, serialised once here (a returned model would be re-validated).
     return Response(answer.model_dump_json(), media_type="application/json")

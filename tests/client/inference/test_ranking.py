@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any
 
 import numpy as np
 import pytest
@@ -10,11 +11,11 @@ from hypothesis import strategies as st
 
 from fedpers.client.inference.fold_in import fold_in
 from fedpers.client.inference.ranking import (
+    Basis,
     ItemFilter,
     candidate_mask,
     check_request,
     contextual_scores,
-    explain_item,
     explain_items,
     profile_scores,
     select_items,
@@ -120,17 +121,21 @@ def test_candidate_mask_applies_allow_block_features_and_predicate() -> None:
         candidate_mask(IDS, INDEX, ItemFilter(require_features=("Comedy",)))
 
 
+def _explain_one(item: int, basis: Basis, **kwargs: Any) -> str:
+    return explain_items([item], basis, **kwargs)[0]
+
+
 def test_explanations_name_the_basis_and_the_nearest_history_item() -> None:
     vectors = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 1.0]], np.float32)
     cold = np.array([False, False, False, True])
     common = {"item_ids": ["a", "b", "c", "d"], "item_vectors": vectors, "cold_items": cold}
-    assert explain_item(3, "personalised", **common) == "new item, scored from its attributes"
-    assert "no personal data" in explain_item(0, "popular", **common)
-    assert explain_item(0, "contextual", context={"hour": 9}, **common).endswith("(hour=9)")
-    assert explain_item(1, "personalised", history=[2, 0], **common) == (
+    assert _explain_one(3, "personalised", **common) == "new item, scored from its attributes"
+    assert "no personal data" in _explain_one(0, "popular", **common)
+    assert _explain_one(0, "contextual", context={"hour": 9}, **common).endswith("(hour=9)")
+    assert _explain_one(1, "personalised", history=[2, 0], **common) == (
         "because you interacted with a"
     )
-    assert explain_item(1, "personalised", **common) == "matches your profile"
+    assert _explain_one(1, "personalised", **common) == "matches your profile"
 
 
 def test_request_checks() -> None:
@@ -174,7 +179,7 @@ def test_batch_explanations_match_the_single_ones() -> None:
     for basis in ("personalised", "contextual", "popular"):
         common = {"item_ids": ids, "item_vectors": vectors, "cold_items": cold}
         single = [
-            explain_item(i, basis, history=history, context={"hour": 1}, **common)  # type: ignore[arg-type]
+            _explain_one(i, basis, history=history, context={"hour": 1}, **common)  # type: ignore[arg-type]
             for i in items
         ]
         batch = explain_items(
