@@ -22,8 +22,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fedpers.privacy.errors import DataError
+from fedpers.privacy.errors import DataError, StoreError
 from fedpers.server.run_dir import RunDirectory
+from fedpers.server.rundb import RunDB
 
 __all__ = [
     "RunSummary",
@@ -109,23 +110,12 @@ def _read_config(run: RunDirectory) -> dict[str, Any]:
 
 
 def _read_privacy(run: RunDirectory) -> dict[str, Any]:
-    """The ``privacy`` table of ``run.db``, opened read-only ({} when absent)."""
-    path = run.run_db
-    if not path.is_file():
-        return {}
-    # A closed run has no -wal file: open it immutable, which creates no -wal/-shm files
-    # in the directory; a live (or crashed) run's -wal exists and is read as it stands.
-    live = path.with_name(path.name + "-wal").exists()
-    uri = f"{path.resolve().as_uri()}?{'mode=ro' if live else 'immutable=1'}"
+    """The ``privacy`` table of ``run.db``, read without writing anything ({} when absent)."""
     try:
-        conn = sqlite3.connect(uri, uri=True)
-        try:
-            rows = conn.execute("SELECT key, value FROM privacy").fetchall()
-        finally:
-            conn.close()
-    except sqlite3.Error:  # no privacy table yet, or a database being created
+        with RunDB.open_readonly(run.root) as db:
+            return db.read_privacy()
+    except (StoreError, sqlite3.Error):  # no run.db, or no privacy table yet
         return {}
-    return {str(key): json.loads(value) for key, value in rows}
 
 
 def _created(run: RunDirectory, rounds: list[dict[str, Any]]) -> str | None:

@@ -199,10 +199,7 @@ def read_run(run_dir: str | Path, *, with_devices: bool = True) -> RunSources:
             privacy = db.read_privacy()
             rounds = db.rounds()
             participants = db.participants()
-            models = [
-                {**row, "metrics": json.loads(row.get("metrics") or "{}")}
-                for row in db.db.table("models").rows_where(order_by="round")
-            ]
+            models = db.models()
         except (sqlite3.Error, json.JSONDecodeError) as exc:
             raise StoreError(f"{run.run_db}: unreadable run database ({exc})") from exc
     if not config:

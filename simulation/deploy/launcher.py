@@ -25,7 +25,6 @@ import os
 import secrets
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -284,15 +283,11 @@ def _result(plan: DeploymentPlan, run_id: str, seconds: float) -> dict[str, Any]
 
 def _ran_to_the_end(plan: DeploymentPlan) -> bool:
     """Whether the ServerApp wrote its final entry to the run database (a cheap read)."""
-    path = plan.directory.run_db
-    if not path.exists():
-        return False
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-            row = db.execute("SELECT 1 FROM privacy WHERE key = 'final_metrics'").fetchone()
-    except sqlite3.Error:
+        with RunDB.open_readonly(plan.directory.root) as db:
+            return db.finished()
+    except StoreError:  # not created yet, or being created
         return False
-    return row is not None
 
 
 def _wait_finished(
