@@ -1,5 +1,5 @@
 // The page's only way to the server: the public /v1 API, with the demo tenant's key.
-// Also the visitor id this browser keeps, and a few DOM helpers both pages share.
+// Also the visitor id this browser keeps, how both pages start, and a few DOM helpers.
 
 const VISITOR_KEY = "fedpers.visitor";
 
@@ -11,7 +11,7 @@ export class ApiError extends Error {
 }
 
 /** The demo configuration: key, tenant, purposes in plain words. */
-export async function loadConfig() {
+async function loadConfig() {
   const response = await fetch("/demo/config.json", { cache: "no-store" });
   if (!response.ok) throw new ApiError(response.status, "the demo configuration is missing");
   return response.json();
@@ -24,7 +24,7 @@ function randomId() {
 }
 
 /** This browser's random visitor id (kept so that consent can be recorded). */
-export function visitorId() {
+function visitorId() {
   let id = localStorage.getItem(VISITOR_KEY);
   if (!id) {
     id = randomId();
@@ -149,7 +149,7 @@ export function el(tag, attrs = {}, ...children) {
 }
 
 /** Show how to enable the demo when the server was started without --demo. */
-export function showDemoOff(config) {
+function showDemoOff(config) {
   const box = document.getElementById("demo-off");
   box.replaceChildren(
     el("h2", {}, "The demo is not enabled on this server"),
@@ -162,6 +162,26 @@ export function showDemoOff(config) {
     ),
   );
   box.hidden = false;
+}
+
+/**
+ * How both pages start: the demo configuration, an API client with its key and this
+ * browser's visitor id, as { config, api, user }. Without the demo (the server runs
+ * without --demo, or its configuration cannot be read) it shows how to enable it instead
+ * and returns null.
+ */
+export async function startDemo() {
+  let config = null;
+  try {
+    config = await loadConfig();
+  } catch {
+    // handled below: no config means no demo
+  }
+  if (!config || !config.demo) {
+    showDemoOff(config);
+    return null;
+  }
+  return { config, api: new Api(config), user: visitorId() };
 }
 
 /** Save a blob as a file the visitor downloads. */

@@ -1,7 +1,7 @@
 // Privacy center: consent per purpose, objection, the GPC signal the browser sent, the
 // model's privacy guarantee in plain words, download and delete my data, consent history.
 
-import { Api, ApiError, el, loadConfig, renewVisitorId, saveBlob, showDemoOff, visitorId } from "./api.js";
+import { ApiError, el, renewVisitorId, saveBlob, startDemo } from "./api.js";
 
 const SOURCE = "web-privacy-center";
 const state = { config: null, api: null, user: null, view: null };
@@ -196,19 +196,9 @@ async function downloadReport(event) {
 }
 
 async function main() {
-  let config = null;
-  try {
-    config = await loadConfig();
-  } catch {
-    // handled below
-  }
-  if (!config || !config.demo) {
-    showDemoOff(config);
-    return;
-  }
-  state.config = config;
-  state.api = new Api(config);
-  state.user = visitorId();
+  const demo = await startDemo();
+  if (!demo) return;
+  Object.assign(state, demo); // config, api, user
   $("objection").addEventListener("change", () => toggleObjection().catch((e) => say(e.message)));
   $("download-data").addEventListener("click", () => downloadData().catch((e) => say(`Download failed: ${e.message}`)));
   const dialog = $("confirm-delete");

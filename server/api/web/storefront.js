@@ -2,7 +2,7 @@
 // What the visitor opens stays in this tab (sessionStorage only once P1 is granted) and is
 // sent with a request for recommendations only while personalisation is allowed.
 
-import { Api, ApiError, el, loadConfig, mayPersonalise, renewVisitorId, showDemoOff, visitorId } from "./api.js";
+import { ApiError, el, mayPersonalise, renewVisitorId, startDemo } from "./api.js";
 
 const SESSION_KEY = "fedpers.session";
 const PAGE_SIZE = 24;
@@ -242,20 +242,12 @@ async function loadConsent() {
 }
 
 async function main() {
-  let config = null;
-  try {
-    config = await loadConfig();
-  } catch {
-    // handled below: no config means no demo
-  }
-  if (!config || !config.demo) {
-    showDemoOff(config);
+  const demo = await startDemo();
+  if (!demo) {
     $("rec-banner").textContent = "Recommendations appear here once the demo is enabled.";
     return;
   }
-  state.config = config;
-  state.api = new Api(config);
-  state.user = visitorId();
+  Object.assign(state, demo); // config, api, user
   $("grant-personalisation").addEventListener("click", () => grantPersonalisation().catch(showError));
   $("dismiss-consent").addEventListener("click", () => {
     state.promptDismissed = true;
