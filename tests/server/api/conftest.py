@@ -1,69 +1,18 @@
-"""A tiny run directory to serve: a saved GlobalModel in the run registry, no federation.
+"""Fixtures of the API tests: the tiny run (:mod:`tiny_run_dir`) and the app serving it.
 
-``tiny_run`` holds 40 items in two clusters (items 0-19 along axis 0, 20-39 along axis
-1), attributes ``genre:Comedy`` (items 0-9), ``genre:Drama`` (items 20-29) and ``year``,
-titles ``"Title iN"``, item ``i39`` cold (new), user-level DP privacy parameters, and
-model version 1. ``publish(run_dir, round_, shift)`` registers a new version.
+``tiny_run`` is :func:`tiny_run_dir.build_tiny_run` in the test's folder;
+``publish(run_dir, round_, shift)`` registers a new model version; ``engine_api`` (alias
+``api``) is the app over it with keys of two tenants (:mod:`served_app`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pytest
-
-from fedpers.client.global_model import GlobalModel
-from fedpers.client.model import ModelConfig
-from fedpers.server.checkpoint import sha256_file
-from fedpers.server.rundb import RunDB
-
-N_ITEMS = 40
-DIM = 4
-ITEMS = [f"i{k}" for k in range(N_ITEMS)]
-FEATURE_NAMES = ["genre:Comedy", "genre:Drama", "year"]
-
-Publish = Callable[[Path, int, float], GlobalModel]
-
-
-def _features() -> np.ndarray:
-    feats = np.zeros((N_ITEMS, len(FEATURE_NAMES)), dtype=np.float32)
-    feats[:10, 0] = 1.0
-    feats[20:30, 1] = 1.0
-    feats[:, 2] = np.linspace(0.0, 1.0, N_ITEMS)
-    return feats
-
-
-def tiny_model(round_: int = 1, shift: float = 0.0) -> GlobalModel:
-    emb = np.zeros((N_ITEMS, DIM), dtype=np.float32)
-    emb[:20, 0] = 1.0 + np.linspace(0, 0.1, 20)
-    emb[20:, 1] = 1.0 + np.linspace(0, 0.1, 20)
-    emb[:, 2] = shift
-    bias = np.linspace(0.0, 0.5, N_ITEMS).astype(np.float32)
-    tower = np.zeros((len(FEATURE_NAMES), DIM), dtype=np.float32)
-    tower[0, 0] = 0.2
-    tower[1, 1] = 0.2
-    cold = np.zeros(N_ITEMS, dtype=bool)
-    cold[39] = True
-    return GlobalModel.from_arrays(
-        ModelConfig(n_items=N_ITEMS, dim=DIM, n_item_features=len(FEATURE_NAMES)),
-        [emb, bias, tower],
-        ITEMS,
-        item_features=_features(),
-        cold_items=cold,
-        meta={"round": round_, "epsilon": 1.5 * round_, "delta": 1e-4},
-    )
-
-
-def publish_model(run_dir: Path, round_: int, shift: float = 0.0) -> GlobalModel:
-    model = tiny_model(round_, shift)
-    path = model.save(run_dir / "models" / f"round-{round_:04d}.npz")
-    with RunDB.open(run_dir) as db:
-        db.register_model(round_, path, sha256_file(path), {"hr10_sampled": 0.1 * round_})
-    return model
+from served_app import EngineApi, serve_app
+from tiny_run_dir import Publish, build_tiny_run, publish_model
 
 
 @pytest.fixture
@@ -76,98 +25,14 @@ def tiny_run(tmp_path: Path) -> Path:
     return build_tiny_run(tmp_path / "run")
 
 
-def build_tiny_run(run_dir: Path) -> Path:
-    """Write the tiny run (catalogue, config, privacy, model version 1) into ``run_dir``."""
-    devices = run_dir / "devices"
-    devices.mkdir(parents=True)
-    np.savez(
-        devices / "catalogue.npz",
-        item_ids=np.asarray(ITEMS, dtype=str),
-        item_features=_features(),
-        item_feature_names=np.asarray(FEATURE_NAMES, dtype=str),
-        item_titles=np.asarray([f"Title {i}" for i in ITEMS], dtype=str),
-    )
-    with RunDB.open(run_dir) as db:
-        db.write_config({"devices_dir": str(devices), "rounds": 1})
-        db.write_privacy(
-            {
-                "unit": "user",
-                "mechanism": "gaussian",
-                "accountant": "rdp",
-                "delta": 1e-4,
-                "epsilon": 1.5,
-                "label": "user-level DP (DP-FedAvg)",
-            }
-        )
-    publish_model(run_dir, 1)
-    return run_dir
-
-
-@dataclass
-class EngineApi:
-    """A TestClient on ``create_app`` over ``tiny_run`` and keys of two tenants."""
-
-    client: Any
-    run_dir: Path
-    db_path: Path
-    serve_a: dict[str, str]
-    serve_b: dict[str, str]
-    admin_a: dict[str, str]
-
-    ledger_key: bytes = b""
-
-    def consent(
-        self, action: str, user: str, purposes: list[int] = (), tenant: str = "shop-a"
-    ) -> None:
-        """Change consent through the platform's consent store (as its routes do)."""
-        from fedpers.server.api import consent_store
-        from fedpers.server.api.db import open_api_db
-
-        db = open_api_db(self.db_path)
-        try:
-            k, t = self.ledger_key, tenant
-            if action == "grant":
-                consent_store.grant(db, k, t, user, purposes, policy_version="v1", source="t")
-            elif action == "withdraw":
-                consent_store.withdraw(db, k, t, user, purposes, policy_version="v1", source="t")
-            elif action == "object":
-                consent_store.object_to_profiling(db, k, t, user, source="t")
-            elif action == "erase":
-                consent_store.erase_user(db, k, t, user)
-            else:
-                raise ValueError(action)
-        finally:
-            db.conn.close()
-
-    def grant(self, user: str, purposes: list[int]) -> None:
-        self.consent("grant", user, purposes)
+@pytest.fixture
+def engine_api(tiny_run: Path) -> Iterator[EngineApi]:
+    """The app over ``tiny_run`` with keys of two tenants (see :mod:`served_app`)."""
+    with serve_app(tiny_run) as served:
+        yield served
 
 
 @pytest.fixture
-def engine_api(tiny_run: Path) -> Iterator[EngineApi]:
-    from fastapi.testclient import TestClient
-
-    from fedpers.server.api.auth import create_api_key
-    from fedpers.server.api.db import open_api_db
-    from fedpers.server.api.main import create_app
-    from fedpers.server.api.settings import ApiSettings, create_ledger_key
-
-    # context_ttl_s=0: every request reads the feedback counters (the cache has its own tests)
-    settings = ApiSettings(
-        run_dir=tiny_run, reload_interval_s=0.0, rate_limit_per_s=0.0, context_ttl_s=0.0
-    )
-    create_ledger_key(settings.ledger_key_file)
-    db = open_api_db(settings.database_path)
-    keys = {}
-    for name, tenant, scopes in (
-        ("serve_a", "shop-a", ["serve"]),
-        ("serve_b", "shop-b", ["serve"]),
-        ("admin_a", "shop-a", ["serve", "admin"]),
-    ):
-        _, secret = create_api_key(db, tenant, scopes)
-        keys[name] = {"Authorization": f"Bearer {secret}"}
-    db.conn.close()
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        yield EngineApi(
-            client, tiny_run, settings.database_path, **keys, ledger_key=settings.ledger_key()
-        )
+def api(engine_api: EngineApi) -> EngineApi:
+    """The same app, under the short name the consent and privacy tests use."""
+    return engine_api

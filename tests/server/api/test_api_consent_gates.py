@@ -9,12 +9,10 @@ objection, after an erasure and with ``Sec-GPC: 1``. The first test shows the sa
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from privacy_client import PrivacyApi, open_client
+from served_app import EngineApi
 
 USER = "u-gate"
 ALL = [1, 5, 6, 10, 11]
@@ -22,14 +20,8 @@ VECTOR = {"user_vector": [0.0, 5.0, 0.0, 0.0]}  # points at items i20..i39
 EVENTS = {"events": [{"item": f"i{k}", "kind": "click"} for k in (20, 21, 22)]}
 
 
-@pytest.fixture
-def api(tiny_run: Path) -> Iterator[PrivacyApi]:
-    with open_client(tiny_run) as opened:
-        yield opened
-
-
 def _recommend(
-    api: PrivacyApi,
+    api: EngineApi,
     user: str = USER,
     state: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
@@ -48,7 +40,7 @@ def _ranking(answer: dict[str, Any]) -> list[tuple[str, float]]:
 
 
 def _assert_refused(
-    api: PrivacyApi, user: str = USER, headers: dict[str, str] | None = None
+    api: EngineApi, user: str = USER, headers: dict[str, str] | None = None
 ) -> dict[str, Any]:
     """The state is sent and must neither personalise nor change the answer."""
     plain = _recommend(api, user, None, headers)
@@ -60,8 +52,8 @@ def _assert_refused(
     return plain
 
 
-def test_the_state_personalises_when_every_gate_is_open(api: PrivacyApi) -> None:
-    api.grant(USER, ALL)
+def test_the_state_personalises_when_every_gate_is_open(api: EngineApi) -> None:
+    api.grant_through_route(USER, ALL)
     plain = _recommend(api)
     for state in (VECTOR, EVENTS):
         answer = _recommend(api, state=state)
@@ -71,34 +63,34 @@ def test_the_state_personalises_when_every_gate_is_open(api: PrivacyApi) -> None
     assert 20 <= int(top[1:]) <= 39
 
 
-def test_without_any_consent(api: PrivacyApi) -> None:
+def test_without_any_consent(api: EngineApi) -> None:
     answer = _assert_refused(api)
     assert "unknown user" in answer["reason"]
 
 
 @pytest.mark.parametrize("granted", [[1, 5], [1, 6], [5, 6], [10, 11], [11]])
-def test_with_only_part_of_p1_p5_p6(api: PrivacyApi, granted: list[int]) -> None:
-    api.grant(USER, granted)
+def test_with_only_part_of_p1_p5_p6(api: EngineApi, granted: list[int]) -> None:
+    api.grant_through_route(USER, granted)
     answer = _assert_refused(api)
     assert "not granted" in answer["reason"]
 
 
-def test_across_tenants(api: PrivacyApi) -> None:
-    api.grant(USER, ALL)  # tenant A
-    _assert_refused(api, headers=api.b)
-    api.grant("u-only-b", ALL, api.b)
+def test_across_tenants(api: EngineApi) -> None:
+    api.grant_through_route(USER, ALL)  # tenant A
+    _assert_refused(api, headers=api.serve_b)
+    api.grant_through_route("u-only-b", ALL, api.serve_b)
     _assert_refused(api, "u-only-b")
 
 
-def test_ids_are_exact(api: PrivacyApi) -> None:
-    api.grant(USER.upper(), ALL)
-    api.grant(USER + " ", ALL)
+def test_ids_are_exact(api: EngineApi) -> None:
+    api.grant_through_route(USER.upper(), ALL)
+    api.grant_through_route(USER + " ", ALL)
     _assert_refused(api)
 
 
 @pytest.mark.parametrize("purpose", [1, 5, 6])
-def test_after_withdrawal(api: PrivacyApi, purpose: int) -> None:
-    api.grant(USER, ALL)
+def test_after_withdrawal(api: EngineApi, purpose: int) -> None:
+    api.grant_through_route(USER, ALL)
     assert _recommend(api, state=VECTOR)["personalised"] is True
     r = api.post(f"/v1/users/{USER}/consent/withdraw", {"purposes": [purpose]})
     assert r.status_code == 200
@@ -106,20 +98,20 @@ def test_after_withdrawal(api: PrivacyApi, purpose: int) -> None:
     assert f"P{purpose}" in answer["reason"]
 
 
-def test_after_objection_until_it_is_lifted(api: PrivacyApi) -> None:
-    api.grant(USER, ALL)
+def test_after_objection_until_it_is_lifted(api: EngineApi) -> None:
+    api.grant_through_route(USER, ALL)
     assert api.post(f"/v1/users/{USER}/objection", {"source": "web"}).status_code == 200
     answer = _assert_refused(api)
     assert "objected" in answer["reason"]
-    api.grant(USER, ALL)  # granting again does not lift an objection
+    api.grant_through_route(USER, ALL)  # granting again does not lift an objection
     _assert_refused(api)
-    assert api.client.delete(f"/v1/users/{USER}/objection", headers=api.a).status_code == 200
+    assert api.client.delete(f"/v1/users/{USER}/objection", headers=api.serve_a).status_code == 200
     assert _recommend(api, state=VECTOR)["personalised"] is True
 
 
-def test_after_erasure(api: PrivacyApi) -> None:
-    api.grant(USER, ALL)
-    assert api.client.delete(f"/v1/users/{USER}", headers=api.a).status_code == 200
+def test_after_erasure(api: EngineApi) -> None:
+    api.grant_through_route(USER, ALL)
+    assert api.client.delete(f"/v1/users/{USER}", headers=api.serve_a).status_code == 200
     answer = _assert_refused(api)
     assert answer["basis"] == "popular" and "erased" in answer["reason"]
     regrant = api.post(f"/v1/users/{USER}/consent/grant", {"purposes": ALL})
@@ -127,22 +119,23 @@ def test_after_erasure(api: PrivacyApi) -> None:
     _assert_refused(api)
 
 
-def test_with_sec_gpc(api: PrivacyApi) -> None:
-    api.grant(USER, ALL)
-    gpc = {**api.a, "Sec-GPC": "1"}
+def test_with_sec_gpc(api: EngineApi) -> None:
+    api.grant_through_route(USER, ALL)
+    gpc = {**api.serve_a, "Sec-GPC": "1"}
     answer = _assert_refused(api, headers=gpc)
     assert "Sec-GPC" in answer["reason"]
-    assert api.grant(USER, ALL, gpc)["gpc"] is True  # a grant sent with GPC does not override
+    # a grant sent with GPC does not override it
+    assert api.grant_through_route(USER, ALL, gpc)["gpc"] is True
     _assert_refused(api, headers=gpc)
     assert _recommend(api, state=VECTOR)["personalised"] is True  # GPC is per request
 
 
-def test_a_withdrawal_is_seen_by_the_very_next_request(api: PrivacyApi) -> None:
+def test_a_withdrawal_is_seen_by_the_very_next_request(api: EngineApi) -> None:
     def check() -> bool:
         return bool(_recommend(api, state=VECTOR)["personalised"])
 
     for _ in range(3):
-        api.grant(USER, ALL)
+        api.grant_through_route(USER, ALL)
         assert check() is True
         api.post(f"/v1/users/{USER}/consent/withdraw", {"purposes": [6]})
         assert check() is False

@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from privacy_client import PrivacyApi, open_client
+from served_app import EngineApi
 
 from fedpers.server.api.db import open_api_db
 from fedpers.server.api.ledger import verify_ledger
 
 
-@pytest.fixture
-def api(tiny_run: Path) -> Iterator[PrivacyApi]:
-    with open_client(tiny_run) as opened:
-        yield opened
-
-
-def _metric(api: PrivacyApi, action: str, purpose: str) -> float:
+def _metric(api: EngineApi, action: str, purpose: str) -> float:
     text = api.client.get("/metrics").text
     labels = f'action="{re.escape(action)}",purpose="{re.escape(purpose)}"'
     pattern = rf"^fedpers_api_consent_decisions_total\{{{labels}\}} (\S+)$"
@@ -27,8 +19,8 @@ def _metric(api: PrivacyApi, action: str, purpose: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-def test_unknown_user_reads_as_nothing_granted(api: PrivacyApi) -> None:
-    r = api.client.get("/v1/users/u-new/consent", headers=api.a)
+def test_unknown_user_reads_as_nothing_granted(api: EngineApi) -> None:
+    r = api.client.get("/v1/users/u-new/consent", headers=api.serve_a)
     assert r.status_code == 200
     assert r.json() == {
         "user_id": "u-new",
@@ -42,20 +34,20 @@ def test_unknown_user_reads_as_nothing_granted(api: PrivacyApi) -> None:
     }
 
 
-def test_grant_then_withdraw_is_seen_by_the_next_read(api: PrivacyApi) -> None:
-    view = api.grant("u-1", [1, 5, 6, 11])
+def test_grant_then_withdraw_is_seen_by_the_next_read(api: EngineApi) -> None:
+    view = api.grant_through_route("u-1", [1, 5, 6, 11])
     assert view["granted"] == [1, 5, 6, 11]
     assert view["policy_version"] == "v1" and view["source"] == "test"
     assert view["updated_at"] is not None
     r = api.post("/v1/users/u-1/consent/withdraw", {"purposes": ["P6"], "policy_version": "v2"})
     assert r.status_code == 200, r.text
     assert r.json()["granted"] == [1, 5, 11]
-    read = api.client.get("/v1/users/u-1/consent", headers=api.a).json()
+    read = api.client.get("/v1/users/u-1/consent", headers=api.serve_a).json()
     assert read["granted"] == [1, 5, 11]
     assert read["policy_version"] == "v2"
 
 
-def test_labels_and_names_are_accepted_like_on_the_device(api: PrivacyApi) -> None:
+def test_labels_and_names_are_accepted_like_on_the_device(api: EngineApi) -> None:
     r = api.post("/v1/users/u-2/consent/grant", {"purposes": ["P1", "create-profiles", 6]})
     assert r.status_code == 200, r.text
     assert r.json()["granted"] == [1, 5, 6]
@@ -76,56 +68,56 @@ def test_labels_and_names_are_accepted_like_on_the_device(api: PrivacyApi) -> No
     ],
 )
 def test_bad_consent_bodies_are_422_naming_the_problem(
-    api: PrivacyApi, body: dict[str, object], fragment: str
+    api: EngineApi, body: dict[str, object], fragment: str
 ) -> None:
     r = api.post("/v1/users/u-3/consent/grant", body)
     assert r.status_code == 422, r.text
     assert r.headers["content-type"].startswith("application/problem+json")
     assert fragment in r.text
-    read = api.client.get("/v1/users/u-3/consent", headers=api.a).json()
+    read = api.client.get("/v1/users/u-3/consent", headers=api.serve_a).json()
     assert read["granted"] == [] and read["updated_at"] is None  # nothing half-written
 
 
-def test_user_id_bounds(api: PrivacyApi) -> None:
-    r = api.client.get("/v1/users/" + "x" * 129 + "/consent", headers=api.a)
+def test_user_id_bounds(api: EngineApi) -> None:
+    r = api.client.get("/v1/users/" + "x" * 129 + "/consent", headers=api.serve_a)
     assert r.status_code == 422
     assert "user_id" in r.text
 
 
-def test_no_key_is_401(api: PrivacyApi) -> None:
+def test_no_key_is_401(api: EngineApi) -> None:
     assert api.client.get("/v1/users/u-1/consent").status_code == 401
     r = api.client.post("/v1/users/u-1/consent/grant", json={"purposes": [1]})
     assert r.status_code == 401
 
 
-def test_objection_is_its_own_call_and_can_be_lifted(api: PrivacyApi) -> None:
-    api.grant("u-4", [1, 5, 6])
+def test_objection_is_its_own_call_and_can_be_lifted(api: EngineApi) -> None:
+    api.grant_through_route("u-4", [1, 5, 6])
     r = api.post("/v1/users/u-4/objection", {"source": "privacy-center"})
     assert r.status_code == 200, r.text
     assert r.json()["objection"] is True
     assert r.json()["granted"] == [1, 5, 6]  # consent is kept; profiling is refused
-    assert api.client.post("/v1/users/u-4/objection", headers=api.a).status_code == 200
-    lifted = api.client.delete("/v1/users/u-4/objection", headers=api.a)
+    assert api.client.post("/v1/users/u-4/objection", headers=api.serve_a).status_code == 200
+    lifted = api.client.delete("/v1/users/u-4/objection", headers=api.serve_a)
     assert lifted.status_code == 200
     assert lifted.json()["objection"] is False
 
 
-def test_tenants_never_see_or_change_each_other(api: PrivacyApi) -> None:
-    api.grant("u-5", [1, 5, 6])
-    seen_by_b = api.client.get("/v1/users/u-5/consent", headers=api.b).json()
+def test_tenants_never_see_or_change_each_other(api: EngineApi) -> None:
+    api.grant_through_route("u-5", [1, 5, 6])
+    seen_by_b = api.client.get("/v1/users/u-5/consent", headers=api.serve_b).json()
     assert seen_by_b["granted"] == [] and seen_by_b["updated_at"] is None
-    api.post("/v1/users/u-5/objection", {}, api.b)
-    assert api.client.get("/v1/users/u-5/consent", headers=api.a).json()["objection"] is False
-    history_b = api.client.get("/v1/users/u-5/consent/history", headers=api.b).json()
+    api.post("/v1/users/u-5/objection", {}, api.serve_b)
+    assert api.client.get("/v1/users/u-5/consent", headers=api.serve_a).json()["objection"] is False
+    history_b = api.client.get("/v1/users/u-5/consent/history", headers=api.serve_b).json()
     assert [e["action"] for e in history_b["entries"]] == ["object"]
 
 
-def test_history_lists_every_decision_in_order(api: PrivacyApi) -> None:
-    api.grant("u-6", [1, 5, 6])
+def test_history_lists_every_decision_in_order(api: EngineApi) -> None:
+    api.grant_through_route("u-6", [1, 5, 6])
     api.post("/v1/users/u-6/consent/withdraw", {"purposes": [6], "source": "app"})
     api.post("/v1/users/u-6/objection", {"source": "web"})
-    api.client.delete("/v1/users/u-6/objection", headers=api.a)
-    entries = api.client.get("/v1/users/u-6/consent/history", headers=api.a).json()["entries"]
+    api.client.delete("/v1/users/u-6/objection", headers=api.serve_a)
+    entries = api.client.get("/v1/users/u-6/consent/history", headers=api.serve_a).json()["entries"]
     assert [e["action"] for e in entries] == ["grant", "withdraw", "object", "lift_objection"]
     assert [e["seq"] for e in entries] == sorted(e["seq"] for e in entries)
     assert entries[0]["purposes"] == [1, 5, 6] and entries[1]["purposes"] == [6]
@@ -138,18 +130,18 @@ def test_history_lists_every_decision_in_order(api: PrivacyApi) -> None:
     assert report.ok and report.chains == {"shop-a": 4}
 
 
-def test_gpc_is_reported_and_counted_on_every_consent_call(api: PrivacyApi) -> None:
-    gpc = {**api.a, "Sec-GPC": "1"}
+def test_gpc_is_reported_and_counted_on_every_consent_call(api: EngineApi) -> None:
+    gpc = {**api.serve_a, "Sec-GPC": "1"}
     before = _metric(api, "gpc", "all")
     assert api.client.get("/v1/users/u-7/consent", headers=gpc).json()["gpc"] is True
-    assert api.grant("u-7", [1, 5, 6], gpc)["gpc"] is True
-    assert api.client.get("/v1/users/u-7/consent", headers=api.a).json()["gpc"] is False
+    assert api.grant_through_route("u-7", [1, 5, 6], gpc)["gpc"] is True
+    assert api.client.get("/v1/users/u-7/consent", headers=api.serve_a).json()["gpc"] is False
     assert _metric(api, "gpc", "all") == before + 2
 
 
-def test_grants_and_withdrawals_are_counted_per_purpose(api: PrivacyApi) -> None:
+def test_grants_and_withdrawals_are_counted_per_purpose(api: EngineApi) -> None:
     p5, p6 = _metric(api, "grant", "P5"), _metric(api, "withdraw", "P6")
-    api.grant("u-8", [1, 5])
+    api.grant_through_route("u-8", [1, 5])
     api.post("/v1/users/u-8/consent/withdraw", {"purposes": [6]})
     assert _metric(api, "grant", "P5") == p5 + 1
     assert _metric(api, "withdraw", "P6") == p6 + 1

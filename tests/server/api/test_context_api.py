@@ -66,9 +66,9 @@ def test_evening_clicks_lift_items_for_contextual_answers_in_the_evening_only(
         ("popular", _items(api, "pat", context=EVENING)),
     ):
         assert again["basis"] == before[name]["basis"], name
-        assert [i["item"] for i in again["items"]] == [
-            i["item"] for i in before[name]["items"]
-        ], name
+        assert [i["item"] for i in again["items"]] == [i["item"] for i in before[name]["items"]], (
+            name
+        )
     # aggregate counters only: the user id sent with the feedback is in no file
     stored = b"".join(
         p.read_bytes() for p in api.db_path.parent.glob(api.db_path.name + "*") if p.is_file()

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 import schemathesis
-from conftest import build_tiny_run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from live_serve import LiveServer, create_key, live_serve
@@ -25,6 +24,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from tiny_run_dir import build_tiny_run
 
 pytestmark = pytest.mark.integration
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from privacy_client import PrivacyApi, open_client
+from served_app import EngineApi
 
 from fedpers.server.api import consent_store
 from fedpers.server.api.db import open_api_db
@@ -15,12 +14,6 @@ from fedpers.server.api.ledger import subject_of, verify_ledger
 from fedpers.server.tombstones import TombstoneReader, device_user_id
 
 USER = "u-erase-me-7f3a"
-
-
-@pytest.fixture
-def api(tiny_run: Path) -> Iterator[PrivacyApi]:
-    with open_client(tiny_run) as opened:
-        yield opened
 
 
 def _cells_naming(db_path: Path, needles: list[str]) -> list[str]:
@@ -44,15 +37,15 @@ def _cells_naming(db_path: Path, needles: list[str]) -> list[str]:
         conn.close()
 
 
-def _make_history(api: PrivacyApi, user: str, headers: dict[str, str] | None = None) -> None:
-    api.grant(user, [1, 5, 6, 11], headers)
+def _make_history(api: EngineApi, user: str, headers: dict[str, str] | None = None) -> None:
+    api.grant_through_route(user, [1, 5, 6, 11], headers)
     api.post(f"/v1/users/{user}/consent/withdraw", {"purposes": [11]}, headers)
     api.post(f"/v1/users/{user}/objection", {"source": "web"}, headers)
 
 
-def test_export_holds_the_consent_and_its_history(api: PrivacyApi) -> None:
+def test_export_holds_the_consent_and_its_history(api: EngineApi) -> None:
     _make_history(api, USER)
-    r = api.client.get(f"/v1/users/{USER}/export", headers={**api.a, "Sec-GPC": "1"})
+    r = api.client.get(f"/v1/users/{USER}/export", headers={**api.serve_a, "Sec-GPC": "1"})
     assert r.status_code == 200, r.text
     export = r.json()
     assert export["user_id"] == USER and export["tenant"] == "shop-a"
@@ -63,20 +56,20 @@ def test_export_holds_the_consent_and_its_history(api: PrivacyApi) -> None:
     assert export["stored_elsewhere"] == []
 
 
-def test_export_is_per_tenant(api: PrivacyApi) -> None:
+def test_export_is_per_tenant(api: EngineApi) -> None:
     _make_history(api, USER)
-    other = api.client.get(f"/v1/users/{USER}/export", headers=api.b).json()
+    other = api.client.get(f"/v1/users/{USER}/export", headers=api.serve_b).json()
     assert other["tenant"] == "shop-b"
     assert other["consent"] is None and other["consent_history"] == []
 
 
-def test_erasure_removes_every_trace_and_keeps_the_ledger_verifiable(api: PrivacyApi) -> None:
+def test_erasure_removes_every_trace_and_keeps_the_ledger_verifiable(api: EngineApi) -> None:
     _make_history(api, USER)
-    api.grant("u-other", [1, 5, 6])
+    api.grant_through_route("u-other", [1, 5, 6])
     subject = subject_of(api.ledger_key, USER)
     assert _cells_naming(api.db_path, [USER, subject])  # the probe can find the user
 
-    r = api.client.delete(f"/v1/users/{USER}", headers=api.a)
+    r = api.client.delete(f"/v1/users/{USER}", headers=api.serve_a)
     assert r.status_code == 200, r.text
     assert r.json() == {
         "user_id": USER,
@@ -94,9 +87,9 @@ def test_erasure_removes_every_trace_and_keeps_the_ledger_verifiable(api: Privac
         assert consent_store.load_user_consent(db, "shop-a", "u-other").granted  # untouched
     finally:
         db.conn.close()
-    view = api.client.get(f"/v1/users/{USER}/consent", headers=api.a).json()
+    view = api.client.get(f"/v1/users/{USER}/consent", headers=api.serve_a).json()
     assert view["erased"] is True and view["granted"] == []
-    history = api.client.get(f"/v1/users/{USER}/consent/history", headers=api.a).json()
+    history = api.client.get(f"/v1/users/{USER}/consent/history", headers=api.serve_a).json()
     assert history["entries"] == []
 
 
@@ -111,12 +104,12 @@ def test_erasure_removes_every_trace_and_keeps_the_ledger_verifiable(api: Privac
     ],
 )
 def test_later_writes_for_an_erased_id_are_410(
-    api: PrivacyApi, method: str, path: str, body: object
+    api: EngineApi, method: str, path: str, body: object
 ) -> None:
-    api.grant(USER, [1, 5, 6])
-    assert api.client.delete(f"/v1/users/{USER}", headers=api.a).status_code == 200
+    api.grant_through_route(USER, [1, 5, 6])
+    assert api.client.delete(f"/v1/users/{USER}", headers=api.serve_a).status_code == 200
     kwargs = {"json": body} if body is not None else {}
-    r = api.client.request(method.upper(), path.format(u=USER), headers=api.a, **kwargs)
+    r = api.client.request(method.upper(), path.format(u=USER), headers=api.serve_a, **kwargs)
     assert r.status_code == 410, r.text
     assert "erased" in r.json()["detail"]
     db = open_api_db(api.db_path)
@@ -127,19 +120,19 @@ def test_later_writes_for_an_erased_id_are_410(
         db.conn.close()
 
 
-def test_erasure_is_idempotent_and_per_tenant(api: PrivacyApi) -> None:
+def test_erasure_is_idempotent_and_per_tenant(api: EngineApi) -> None:
     _make_history(api, USER)
-    _make_history(api, USER, api.b)
-    assert api.client.delete(f"/v1/users/{USER}", headers=api.a).status_code == 200
-    again = api.client.delete(f"/v1/users/{USER}", headers=api.a).json()
+    _make_history(api, USER, api.serve_b)
+    assert api.client.delete(f"/v1/users/{USER}", headers=api.serve_a).status_code == 200
+    again = api.client.delete(f"/v1/users/{USER}", headers=api.serve_a).json()
     assert again["already_erased"] is True and again["ledger_entries_shredded"] == 0
-    in_b = api.client.get(f"/v1/users/{USER}/consent", headers=api.b).json()
+    in_b = api.client.get(f"/v1/users/{USER}/consent", headers=api.serve_b).json()
     assert in_b["erased"] is False and in_b["granted"] == [1, 5, 6]
-    assert api.grant(USER, [10], api.b)["granted"] == [1, 5, 6, 10]
+    assert api.grant_through_route(USER, [10], api.serve_b)["granted"] == [1, 5, 6, 10]
 
 
 def test_an_erasure_that_fails_half_way_writes_nothing(
-    api: PrivacyApi, monkeypatch: pytest.MonkeyPatch
+    api: EngineApi, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _make_history(api, USER)
 
@@ -147,7 +140,7 @@ def test_an_erasure_that_fails_half_way_writes_nothing(
         raise RuntimeError("disk full (simulated)")
 
     monkeypatch.setattr(consent_store, "shred_subject", broken_shred)
-    r = api.client.delete(f"/v1/users/{USER}", headers=api.a)
+    r = api.client.delete(f"/v1/users/{USER}", headers=api.serve_a)
     assert r.status_code == 500
     db = open_api_db(api.db_path)
     try:
@@ -160,10 +153,10 @@ def test_an_erasure_that_fails_half_way_writes_nothing(
         db.conn.close()
 
 
-def test_the_federation_reads_the_tombstone_of_an_erased_device(api: PrivacyApi) -> None:
+def test_the_federation_reads_the_tombstone_of_an_erased_device(api: EngineApi) -> None:
     user = device_user_id(7)
-    api.grant(user, [1, 5, 6, 10])
+    api.grant_through_route(user, [1, 5, 6, 10])
     reader = TombstoneReader(api.db_path)
     assert reader.erased([3, 7, 9]) == []
-    assert api.client.delete(f"/v1/users/{user}", headers=api.a).status_code == 200
+    assert api.client.delete(f"/v1/users/{user}", headers=api.serve_a).status_code == 200
     assert reader.erased([3, 7, 9]) == [7]
