@@ -76,30 +76,17 @@ class BodyGuardMiddleware:
             )  # fmt: skip
             return
         limit = self.max_body_bytes
-        if length > limit:
+        try:
+            body = None if length > limit else await _read_body(receive, limit)
+        except _ClientGone:
+            return
+        if body is None:
+            declared = f" of {length} bytes" if length > limit else ""
             await self._reply(
                 scope, receive, send, 413,
-                f"request body of {length} bytes is over the limit of {limit} bytes",
+                f"request body{declared} is over the limit of {limit} bytes",
             )  # fmt: skip
             return
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                await self._reply(
-                    scope, receive, send, 413,
-                    f"request body is over the limit of {limit} bytes",
-                )  # fmt: skip
-                return
-            chunks.append(chunk)
-            more = bool(message.get("more_body", False))
-        body = b"".join(chunks)
         sent = [False]
 
         async def replay() -> Message:
@@ -114,3 +101,29 @@ class BodyGuardMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+class _ClientGone(Exception):
+    """The client disconnected before its body was complete."""
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole request body, counted as it arrives; ``None`` once it passes ``limit``.
+
+    Raises:
+        _ClientGone: the client disconnected first.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        more = bool(message.get("more_body", False))
+    return b"".join(chunks)
