@@ -42,6 +42,8 @@ from fedpers.client.device_round import (
     run_device_rounds,
 )
 from fedpers.client.model import ItemSide, ModelConfig, shared_arrays
+from fedpers.client.training.cohort import Cohort
+from fedpers.client.training.global_model import GlobalModel
 from fedpers.simulation.data import load_dataset
 from fedpers.simulation.evaluation.protocol import leave_one_out
 from fedpers.simulation.federation.recipes import recommended_config
@@ -66,7 +68,11 @@ def pure_local_seconds(dataset: str, seed: int, repeats: int) -> tuple[float, in
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
-        run_device_rounds(arrays, config, None, split.train_by_user, users, devices, instructions)
+        run_device_rounds(
+            GlobalModel(arrays, config, None),
+            Cohort(devices, split.train_by_user, users),
+            instructions,
+        )
         best = min(best, time.perf_counter() - t0)
     return best, split.n_users
 

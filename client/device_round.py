@@ -35,8 +35,9 @@ from typing import Literal
 
 import numpy as np
 
-from fedpers.client.model import ModelConfig
 from fedpers.client.record_values import integer, number, number_or_unset, unset_as_negative
+from fedpers.client.training.cohort import Cohort
+from fedpers.client.training.global_model import GlobalModel
 from fedpers.client.training.local import LocalTrainConfig, init_user_vector, train_devices
 from fedpers.client.training.update import LocalUpdate
 from fedpers.privacy.dp.noise import device_rng
@@ -219,49 +220,35 @@ def evaluation_seed(seed: int, server_round: int, device_id: int | str) -> int:
 
 
 def run_device_rounds(
-    global_arrays: list[np.ndarray],
-    model_config: ModelConfig,
-    item_features: np.ndarray | None,
-    train_items: Sequence[np.ndarray],
-    user_vectors: np.ndarray,
-    device_ids: Sequence[int | str],
+    model: GlobalModel,
+    cohort: Cohort,
     instructions: RoundInstructions,
     noise_entropy: NoiseEntropy = "seeded",
 ) -> list[DeviceContribution]:
     """Train a cohort of devices and privatise each device's update.
 
     Args:
-        global_arrays: the global shared parameters in wire order.
-        model_config: shape of the model.
-        item_features: item attributes for the attribute tower, else ``None``.
-        train_items: per device, the catalogue indices of its positives.
-        user_vectors: ``[m, dim]`` the devices' private user vectors (not modified).
-        device_ids: per device, its stable identifier (seeds its random streams).
+        model: the global model of the round.
+        cohort: the devices (their ids seed their random streams), their positives and
+            their private user vectors (not modified).
         instructions: the round's instructions.
         noise_entropy: where the devices' noise shares come from (:func:`noise_generator`).
 
     Returns:
-        One :class:`DeviceContribution` per device, in input order.
+        One :class:`DeviceContribution` per device, in cohort order.
 
     Raises:
         ConfigError: on mismatched lengths or shapes, or invalid instructions.
         NonFiniteUpdateError: when a device's training diverged (NaN/inf delta).
     """
-    if len(device_ids) != len(train_items):
-        raise ConfigError(f"{len(device_ids)} device ids for {len(train_items)} devices")
+    device_ids = cohort.device_ids
+    if len(device_ids) != len(cohort):
+        raise ConfigError(f"{len(device_ids)} device ids for {len(cohort)} devices")
     if len(set(device_ids)) != len(device_ids):
         raise ConfigError("device ids must be unique within a cohort")
     seed, rnd = instructions.seed, instructions.server_round
     seeds = [training_seed(seed, rnd, d) for d in device_ids]
-    updates = train_devices(
-        global_arrays,
-        model_config,
-        item_features,
-        train_items,
-        user_vectors,
-        instructions.local,
-        seeds,
-    )
+    updates = train_devices(model, cohort, instructions.local, seeds)
     return [
         privatize(update, device_id, instructions, noise_entropy)
         for device_id, update in zip(device_ids, updates, strict=True)

@@ -27,13 +27,14 @@ from fedpers.client.device_round import (
     training_seed,
 )
 from fedpers.client.hosted_devices import HostedDevice
-from fedpers.client.model import ModelConfig
 from fedpers.client.protocol import DeviceStatus
 from fedpers.client.store import LedgerEntry
+from fedpers.client.training.cohort import Cohort
+from fedpers.client.training.global_model import GlobalModel
 from fedpers.privacy.dp.accounting import record_level_epsilon
 from fedpers.privacy.errors import BudgetExhaustedError, ConsentError, FedpersError
 
-__all__ = ["GlobalRound", "persist", "train_cohort", "train_record_level"]
+__all__ = ["GlobalRound", "hosted_cohort", "persist", "train_cohort", "train_record_level"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,16 +44,21 @@ class GlobalRound:
     """What every device of a round starts from, as the coordinator's message gives it.
 
     Attributes:
-        global_arrays: the global shared parameters in wire order.
-        model_config: the shape of the model.
-        item_features: item attributes for the attribute tower, else ``None``.
+        model: the global model.
         instructions: the round's instructions.
     """
 
-    global_arrays: list[np.ndarray]
-    model_config: ModelConfig
-    item_features: np.ndarray | None
+    model: GlobalModel
     instructions: RoundInstructions
+
+
+def hosted_cohort(devices: Sequence[HostedDevice]) -> Cohort:
+    """The node's hosted devices as a :class:`~fedpers.client.training.cohort.Cohort`."""
+    return Cohort(
+        [d.device_id for d in devices],
+        [d.items for d in devices],
+        np.stack([d.user_vector for d in devices]),
+    )
 
 
 def train_cohort(
@@ -65,16 +71,10 @@ def train_cohort(
     """
     if not devices:
         return [], {}
-    args = (round_.global_arrays, round_.model_config, round_.item_features)
-    instructions = round_.instructions
+    model, instructions = round_.model, round_.instructions
     try:
         contributions = run_device_rounds(
-            *args,
-            [d.items for d in devices],
-            np.stack([d.user_vector for d in devices]),
-            [d.device_id for d in devices],
-            instructions,
-            noise_entropy,
+            model, hosted_cohort(devices), instructions, noise_entropy
         )
         return contributions, {}
     except FedpersError as exc:
@@ -84,14 +84,7 @@ def train_cohort(
     for d in devices:
         try:
             contributions.extend(
-                run_device_rounds(
-                    *args,
-                    [d.items],
-                    d.user_vector[None, :],
-                    [d.device_id],
-                    instructions,
-                    noise_entropy,
-                )
+                run_device_rounds(model, hosted_cohort([d]), instructions, noise_entropy)
             )
         except FedpersError as exc:
             logger.warning("device %s: local training failed: %s", d.device_id, exc)
@@ -139,9 +132,9 @@ def train_record_level(
         history = [(e.noise_multiplier, e.sample_rate, e.steps) for e in ledger]
         try:
             update = dp_sgd_local_update(
-                round_.global_arrays,
-                round_.model_config,
-                round_.item_features,
+                round_.model.arrays,
+                round_.model.config,
+                round_.model.item_features,
                 d.user_vector,
                 d.items,
                 config,

@@ -41,7 +41,13 @@ from fedpers.client.hosted_devices import (
     load_devices,
 )
 from fedpers.client.model import ModelConfig
-from fedpers.client.node_training import GlobalRound, persist, train_cohort, train_record_level
+from fedpers.client.node_training import (
+    GlobalRound,
+    hosted_cohort,
+    persist,
+    train_cohort,
+    train_record_level,
+)
 from fedpers.client.protocol import (
     EVAL_KEYS,
     DeviceMetrics,
@@ -54,6 +60,7 @@ from fedpers.client.protocol import (
     SumMetrics,
     SumStatistics,
 )
+from fedpers.client.training.global_model import GlobalModel
 from fedpers.client.training.local import evaluate_devices
 from fedpers.client.wire import (
     ARRAYS,
@@ -259,7 +266,7 @@ def train_message(message: Message, context: Context, settings: ClientSettings) 
     )
     statuses.update(refused)
     record_epsilon: dict[int, float] = {}
-    global_round = GlobalRound(inp.global_arrays, model_config, features, instructions)
+    global_round = GlobalRound(GlobalModel(inp.global_arrays, model_config, features), instructions)
     if request.record_level is None:
         contributions, failed = train_cohort(ready, global_round, settings.noise_entropy)
     else:
@@ -326,11 +333,8 @@ def evaluate_message(message: Message, context: Context, settings: ClientSetting
         ]
         features = item_features(settings.devices_dir) if model_config.n_item_features else None
         result = evaluate_devices(
-            inp.global_arrays,
-            model_config,
-            features,
-            [d.items for d in ready],
-            np.stack([d.user_vector for d in ready]),
+            GlobalModel(inp.global_arrays, model_config, features),
+            hosted_cohort(ready),
             held,
             np.asarray(holdout["negatives"][ids], dtype=np.int64),
             exclude,

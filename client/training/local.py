@@ -34,7 +34,7 @@ devices share its cohort (up to float rounding). A node is a cohort of one.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -53,6 +53,8 @@ from fedpers.client.record_values import (
     number_or_unset,
 )
 from fedpers.client.session import SessionConfig, check_session, session_vectors
+from fedpers.client.training.cohort import Cohort
+from fedpers.client.training.global_model import GlobalModel
 from fedpers.client.training.update import LocalUpdate
 from fedpers.privacy.errors import ConfigError
 
@@ -433,15 +435,10 @@ def _train_chunk(
     return _Chunk(rows, n_rows, emb, bias, tower, users, loss_mean, n_examples)
 
 
-def _check_inputs(
-    global_arrays: Sequence[np.ndarray],
-    model_config: ModelConfig,
-    item_features: np.ndarray | None,
-    train_items: Sequence[np.ndarray],
-    user_vectors: np.ndarray,
-    seeds: Sequence[int],
-) -> torch.Tensor | None:
+def _check_inputs(model: GlobalModel, cohort: Cohort, seeds: Sequence[int]) -> torch.Tensor | None:
     """Validate shapes; return the item feature tensor (or ``None``)."""
+    global_arrays, model_config, item_features = model.arrays, model.config, model.item_features
+    train_items, user_vectors = cohort.items, cohort.user_vectors
     expected = 3 if model_config.n_item_features else 2
     if len(global_arrays) != expected:
         raise ConfigError(f"expected {expected} shared arrays, got {len(global_arrays)}")
@@ -495,50 +492,58 @@ def _chunks(
     return groups
 
 
-def train_devices(
-    global_arrays: list[np.ndarray],
-    model_config: ModelConfig,
-    item_features: np.ndarray | None,
-    train_items: Sequence[np.ndarray],
-    user_vectors: np.ndarray,
+def _trained_chunks(
+    model: GlobalModel,
+    feats: torch.Tensor | None,
+    cohort: Cohort,
     config: LocalTrainConfig,
     seeds: Sequence[int],
+) -> Iterator[tuple[np.ndarray, list[np.ndarray], _Chunk]]:
+    """Local training of the cohort chunk by chunk (:func:`_chunks`).
+
+    Yields:
+        Per chunk, its devices' positions in the cohort, their histories and the trained
+        chunk.
+    """
+    for idx in _chunks(cohort.items, model.config, config):
+        histories = [np.asarray(cohort.items[i], dtype=np.int64) for i in idx]
+        chunk = _train_chunk(
+            model.arrays,
+            feats,
+            histories,
+            cohort.user_vectors[idx],
+            config,
+            [int(seeds[i]) for i in idx],
+        )
+        yield idx, histories, chunk
+
+
+def train_devices(
+    model: GlobalModel, cohort: Cohort, config: LocalTrainConfig, seeds: Sequence[int]
 ) -> list[LocalUpdate]:
     """Local training of a cohort of devices from the global shared parameters.
 
     Args:
-        global_arrays: the global shared parameters in wire order.
-        model_config: shape of the model.
-        item_features: ``[items, features]`` public item attributes when the model has an
-            attribute tower, else ``None``.
-        train_items: per device, the catalogue indices of its positives.
-        user_vectors: ``[m, dim]`` the devices' private user vectors (not modified).
+        model: the global model the devices start from.
+        cohort: the devices, their positives and their private user vectors (not
+            modified).
         config: local training hyperparameters.
         seeds: per device seed of every random draw of its training.
 
     Returns:
-        One :class:`LocalUpdate` per device, in input order: ``delta`` is the device's
-        trained copy minus ``global_arrays`` (float32, wire order), ``user_vector`` its
+        One :class:`LocalUpdate` per device, in cohort order: ``delta`` is the device's
+        trained copy minus ``model.arrays`` (float32, wire order), ``user_vector`` its
         new private vector.
 
     Raises:
         ConfigError: when shapes or lengths do not match.
     """
-    feats = _check_inputs(
-        global_arrays, model_config, item_features, train_items, user_vectors, seeds
-    )
-    out: list[LocalUpdate | None] = [None] * len(train_items)
+    feats = _check_inputs(model, cohort, seeds)
+    global_arrays = model.arrays
+    out: list[LocalUpdate | None] = [None] * len(cohort)
     g_emb = np.asarray(global_arrays[0], dtype=np.float32)
     g_bias = np.asarray(global_arrays[1], dtype=np.float32)
-    for idx in _chunks(train_items, model_config, config):
-        chunk = _train_chunk(
-            global_arrays,
-            feats,
-            [np.asarray(train_items[i], dtype=np.int64) for i in idx],
-            user_vectors[idx],
-            config,
-            [int(seeds[i]) for i in idx],
-        )
+    for idx, _, chunk in _trained_chunks(model, feats, cohort, config, seeds):
         emb = chunk.emb.numpy()
         bias = chunk.bias.numpy()
         users = chunk.users.numpy()
@@ -561,13 +566,7 @@ def train_devices(
 
 
 def score_devices(
-    global_arrays: list[np.ndarray],
-    model_config: ModelConfig,
-    item_features: np.ndarray | None,
-    train_items: Sequence[np.ndarray],
-    user_vectors: np.ndarray,
-    config: LocalTrainConfig,
-    seeds: Sequence[int],
+    model: GlobalModel, cohort: Cohort, config: LocalTrainConfig, seeds: Sequence[int]
 ) -> np.ndarray:
     """Scores of every item on each device after local fine-tuning of the global model.
 
@@ -576,14 +575,12 @@ def score_devices(
     the same copy) and scores the catalogue with the fine-tuned copy. With
     ``config.session_weight > 0`` the query is the fine-tuned user vector shifted by the
     device's session vector over the global item vectors
-    (:func:`fedpers.client.session.session_vector`; ``train_items`` in time order).
+    (:func:`fedpers.client.session.session_vector`; ``cohort.items`` in time order).
 
     Args:
-        global_arrays: the global shared parameters in wire order.
-        model_config: shape of the model.
-        item_features: item attributes for the attribute tower, else ``None``.
-        train_items: per device, its positives (fine-tuning data).
-        user_vectors: ``[m, dim]`` private user vectors (not modified).
+        model: the global model.
+        cohort: the devices, their positives (fine-tuning data) and their private user
+            vectors (not modified).
         config: the fine-tuning hyperparameters.
         seeds: per device seed of the fine-tuning draws.
 
@@ -593,26 +590,16 @@ def score_devices(
     Raises:
         ConfigError: when shapes or lengths do not match.
     """
-    feats = _check_inputs(
-        global_arrays, model_config, item_features, train_items, user_vectors, seeds
-    )
-    out = np.empty((len(train_items), model_config.n_items), dtype=np.float64)
+    feats = _check_inputs(model, cohort, seeds)
+    global_arrays = model.arrays
+    out = np.empty((len(cohort), model.config.n_items), dtype=np.float64)
     g_emb = torch.as_tensor(np.asarray(global_arrays[0], dtype=np.float32))
     g_bias = torch.as_tensor(np.asarray(global_arrays[1], dtype=np.float32))
     # the session vectors average global item vectors (only needed when they are used)
     session_items = (
         _global_item_vectors(global_arrays, feats).numpy() if config.session_weight > 0 else None
     )
-    for idx in _chunks(train_items, model_config, config):
-        histories = [np.asarray(train_items[i], dtype=np.int64) for i in idx]
-        chunk = _train_chunk(
-            global_arrays,
-            feats,
-            histories,
-            user_vectors[idx],
-            config,
-            [int(seeds[i]) for i in idx],
-        )
+    for idx, histories, chunk in _trained_chunks(model, feats, cohort, config, seeds):
         users = chunk.users
         if session_items is not None:
             recent = session_vectors(
@@ -639,11 +626,8 @@ def score_devices(
 
 
 def evaluate_devices(
-    global_arrays: list[np.ndarray],
-    model_config: ModelConfig,
-    item_features: np.ndarray | None,
-    train_items: Sequence[np.ndarray],
-    user_vectors: np.ndarray,
+    model: GlobalModel,
+    cohort: Cohort,
     held_out: np.ndarray,
     negatives: np.ndarray,
     exclude: Sequence[np.ndarray],
@@ -658,11 +642,9 @@ def evaluate_devices(
     against the held-out item), as in :mod:`fedpers.simulation.evaluation.protocol`.
 
     Args:
-        global_arrays: the global shared parameters in wire order.
-        model_config: shape of the model.
-        item_features: item attributes for the attribute tower, else ``None``.
-        train_items: per device, its positives (fine-tuning data).
-        user_vectors: ``[m, dim]`` private user vectors.
+        model: the global model.
+        cohort: the devices, their positives (fine-tuning data) and their private user
+            vectors.
         held_out: ``int[m]`` held-out item per device; ``-1`` skips the device (NaN).
         negatives: ``int[m, C]`` sampled competitors per device (99 in the protocol);
             ``-1`` entries are padding and never compete.
@@ -679,16 +661,14 @@ def evaluate_devices(
     Raises:
         ConfigError: when shapes or lengths do not match.
     """
-    m = len(train_items)
+    m = len(cohort)
     held = np.asarray(held_out, dtype=np.int64)
     negs = np.asarray(negatives, dtype=np.int64)
     if held.shape != (m,) or negs.ndim != 2 or negs.shape[0] != m or len(exclude) != m:
         raise ConfigError("held_out, negatives and exclude must have one row per device")
-    if m and held.max() >= model_config.n_items:
+    if m and held.max() >= model.config.n_items:
         raise ConfigError("a held-out item falls outside the catalogue")
-    scores = score_devices(
-        global_arrays, model_config, item_features, train_items, user_vectors, config, seeds
-    )
+    scores = score_devices(model, cohort, config, seeds)
     rows = np.arange(m)
     target = np.maximum(held, 0)
     held_score = scores[rows, target]

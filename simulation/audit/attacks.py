@@ -54,6 +54,8 @@ import numpy as np
 
 from fedpers.client.device_round import initial_user_vectors, training_seed
 from fedpers.client.model import ItemSide, ModelConfig, load_shared_arrays, shared_arrays
+from fedpers.client.training.cohort import Cohort
+from fedpers.client.training.global_model import GlobalModel
 from fedpers.client.training.local import LocalTrainConfig, fold_in, train_devices
 from fedpers.privacy.audit.inspection import evaluate_item_scores, item_row_norms
 from fedpers.privacy.audit.one_run import one_run_epsilon_lower_bound
@@ -180,11 +182,8 @@ def inspect_update(
     items = np.asarray(items, dtype=np.int64)
     train_seed = training_seed(seed, server_round, device_id)
     update = train_devices(
-        global_arrays,
-        model_config,
-        item_features,
-        [items],
-        np.asarray(user_vector, dtype=np.float32)[None, :],
+        GlobalModel(global_arrays, model_config, item_features),
+        Cohort([device_id], [items], np.asarray(user_vector, dtype=np.float32)[None, :]),
         local,
         [train_seed],
     )[0]
@@ -394,11 +393,14 @@ def _expected_updates(
     m = canary_items.shape[0]
     ids = [first_device + j for j in range(m)]
     updates = train_devices(
-        [np.asarray(a, dtype=np.float32) for a in initial],
-        model_config,
-        item_features,
-        [np.tile(np.asarray(row, dtype=np.int64), repeats) for row in canary_items],
-        initial_user_vectors(seed, ids, model_config.dim),
+        GlobalModel(
+            [np.asarray(a, dtype=np.float32) for a in initial], model_config, item_features
+        ),
+        Cohort(
+            ids,
+            [np.tile(np.asarray(row, dtype=np.int64), repeats) for row in canary_items],
+            initial_user_vectors(seed, ids, model_config.dim),
+        ),
         local,
         [training_seed(seed, 1, d) for d in ids],
     )

@@ -31,6 +31,7 @@ import numpy as np
 
 from fedpers.client.device_round import initial_user_vector, initial_user_vectors
 from fedpers.client.model import ItemSide, ModelConfig, shared_arrays
+from fedpers.client.training.global_model import GlobalModel
 from fedpers.client.training.local import LocalTrainConfig
 from fedpers.privacy.audit.report import (
     SCHEMA_VERSION,
@@ -93,6 +94,7 @@ from fedpers.simulation.evaluation.protocol import (
 from fedpers.simulation.federation.fedsim import (
     FedSimConfig,
     device_histories,
+    federation,
     fine_tuned_scorer,
     run_fedsim,
 )
@@ -416,11 +418,10 @@ def _utility(
             ):
                 vectors[device] = rec.user_vector
         scorer = fine_tuned_scorer(
-            [np.asarray(a, dtype=np.float32) for a in src.final_arrays],
-            model_config,
-            feats,
-            device_histories(split, "test"),
-            vectors,
+            GlobalModel(
+                [np.asarray(a, dtype=np.float32) for a in src.final_arrays], model_config, feats
+            ),
+            federation(device_histories(split, "test"), vectors),
             local,
             seed,
             src.final_round or 0,
@@ -446,11 +447,8 @@ def _utility(
         )
         if labels:
             scorer = fine_tuned_scorer(
-                result.global_arrays,
-                model_config,
-                feats,
-                device_histories(split, "test"),
-                result.user_vectors,
+                GlobalModel(result.global_arrays, model_config, feats),
+                federation(device_histories(split, "test"), result.user_vectors),
                 fed.eval_local or fed.local,
                 fed.seed,
                 fed.rounds,

@@ -3,7 +3,7 @@
 One round, exactly as the Flower ServerApp runs it (and built from the same functions)::
 
     cohort   = DeviceSampler(sampling, seed).sample()            # fedpers.server.sampling
-    contribs = run_device_rounds(global, ..., cohort, instr)      # train, clip, noise share
+    contribs = run_device_rounds(global, cohort, instr)           # train, clip, noise share
     total    = sum of the contributions' arrays                    # pipeline step 6
     noise    = round_noise(sigma, C, m, distributed=..., contributions=len(contribs))
     mean     = finalize_aggregate(total, central_noise_std=noise.sum_std, denominator=m, ...)
@@ -42,6 +42,8 @@ from fedpers.client.device_round import (
     run_device_rounds,
 )
 from fedpers.client.model import ItemSide, ModelConfig, shared_arrays
+from fedpers.client.training.cohort import Cohort
+from fedpers.client.training.global_model import GlobalModel
 from fedpers.client.training.local import LocalTrainConfig, score_devices
 from fedpers.privacy.dp.noise import server_rng
 from fedpers.privacy.dp.pipeline import finalize_aggregate, round_noise
@@ -61,6 +63,7 @@ __all__ = [
     "FedSimConfig",
     "FedSimResult",
     "device_histories",
+    "federation",
     "fine_tuned_scorer",
     "run_fedsim",
 ]
@@ -193,33 +196,38 @@ def device_histories(split: LeaveOneOutSplit, target: Target = "test") -> list[n
     return [items[indptr[u] : indptr[u + 1]] for u in range(split.n_users)]
 
 
+def federation(devices: Sequence[np.ndarray], user_vectors: np.ndarray) -> Cohort:
+    """Every device of a simulated federation: device ``u`` holds ``devices[u]``.
+
+    Args:
+        devices: per user, its history (:func:`device_histories`).
+        user_vectors: ``[n_users, dim]`` the devices' private user vectors.
+    """
+    return Cohort(list(range(len(devices))), devices, user_vectors)
+
+
 def fine_tuned_scorer(
-    global_arrays: list[np.ndarray],
-    model_config: ModelConfig,
-    item_features: np.ndarray | None,
-    devices: Sequence[np.ndarray],
-    user_vectors: np.ndarray,
+    model: GlobalModel,
+    devices: Cohort,
     config: LocalTrainConfig,
     seed: int,
     server_round: int,
 ) -> Callable[[np.ndarray], np.ndarray]:
     """A :data:`~fedpers.simulation.evaluation.protocol.Scorer`: global model, local fine-tuning.
 
-    Device ``u`` fine-tunes on ``devices[u]`` (its history, :func:`device_histories`)
-    from its user vector with seed
+    ``devices`` is every device of the federation (:func:`federation`), device ``u`` in
+    row ``u``. Device ``u`` fine-tunes on its history from its user vector with seed
     :func:`~fedpers.client.device_round.evaluation_seed` ``(seed, server_round, u)``, so
     the scores of a device do not depend on the evaluation batch it falls into.
     """
 
     def scorer(users: np.ndarray) -> np.ndarray:
+        batch = devices.select(users)
         scores: np.ndarray = score_devices(
-            global_arrays,
-            model_config,
-            item_features,
-            [devices[int(u)] for u in users],
-            user_vectors[users],
+            model,
+            batch,
             config,
-            [evaluation_seed(seed, server_round, int(u)) for u in users],
+            [evaluation_seed(seed, server_round, int(u)) for u in batch.device_ids],
         )
         return scores
 
@@ -298,12 +306,8 @@ def run_fedsim(
             ids = np.asarray(reporting[lo : lo + config.chunk_size], dtype=np.int64)
             t_local = time.perf_counter()
             contribs = run_device_rounds(
-                global_arrays,
-                model_config,
-                feats,
-                [devices[int(u)] for u in ids],
-                users[ids],
-                [int(u) for u in ids],
+                GlobalModel(global_arrays, model_config, feats),
+                federation(devices, users).select(ids),
                 instructions,
             )
             local_seconds += time.perf_counter() - t_local
@@ -335,7 +339,11 @@ def run_fedsim(
         }
         if rnd == config.rounds or (config.eval_every and rnd % config.eval_every == 0):
             scorer = fine_tuned_scorer(
-                global_arrays, model_config, feats, devices, users, eval_local, config.seed, rnd
+                GlobalModel(global_arrays, model_config, feats),
+                federation(devices, users),
+                eval_local,
+                config.seed,
+                rnd,
             )
             metrics = evaluate(scorer, split, target=config.eval_target, batch_size=n_users)
             entry.update(
@@ -351,7 +359,11 @@ def run_fedsim(
             on_round(entry)
     if metrics is None:
         scorer = fine_tuned_scorer(
-            global_arrays, model_config, feats, devices, users, eval_local, config.seed, 0
+            GlobalModel(global_arrays, model_config, feats),
+            federation(devices, users),
+            eval_local,
+            config.seed,
+            0,
         )
         metrics = evaluate(scorer, split, target=config.eval_target, batch_size=n_users)
     return FedSimResult(

@@ -22,6 +22,8 @@ from fedpers.client.device_round import (
     run_device_rounds,
 )
 from fedpers.client.model import ItemSide, ModelConfig, shared_arrays
+from fedpers.client.training.cohort import Cohort
+from fedpers.client.training.global_model import GlobalModel
 from fedpers.client.wire import arrays_of
 from fedpers.privacy.dp.noise import device_rng
 from fedpers.privacy.errors import ConfigError
@@ -38,7 +40,9 @@ def _contributions(entropy: NoiseEntropy) -> list[list[np.ndarray]]:
     items = [np.sort(rng.choice(N_ITEMS, size=5, replace=False)) for _ in range(3)]
     arrays = shared_arrays(ItemSide(CFG, seed=1))
     users = initial_user_vectors(5, [0, 1, 2], DIM)
-    out = run_device_rounds(arrays, CFG, None, items, users, [0, 1, 2], NOISY, entropy)
+    out = run_device_rounds(
+        GlobalModel(arrays, CFG, None), Cohort([0, 1, 2], items, users), NOISY, entropy
+    )
     return [c.arrays for c in out]
 
 

@@ -8,6 +8,8 @@ import torch
 
 from fedpers.client.metrics import ranks_of
 from fedpers.client.model import ItemSide, ModelConfig, shared_arrays
+from fedpers.client.training.cohort import Cohort
+from fedpers.client.training.global_model import GlobalModel
 from fedpers.client.training.local import (
     LocalTrainConfig,
     evaluate_devices,
@@ -35,12 +37,17 @@ def _cohort(m: int, seed: int = 0) -> list[np.ndarray]:
     return out
 
 
-def _globals(cfg: ModelConfig, features: np.ndarray | None = None) -> list[np.ndarray]:
-    return shared_arrays(ItemSide(cfg, item_features=features, seed=3))
+def _model(cfg: ModelConfig, features: np.ndarray | None = None) -> GlobalModel:
+    return GlobalModel(shared_arrays(ItemSide(cfg, item_features=features, seed=3)), cfg, features)
 
 
 def _users(m: int, dim: int = DIM) -> np.ndarray:
     return np.stack([init_user_vector(dim, 100 + i) for i in range(m)])
+
+
+def _devices(items: list[np.ndarray], users: np.ndarray) -> Cohort:
+    """A cohort of these histories and user vectors (local training reads seeds, not ids)."""
+    return Cohort(list(range(len(items))), items, users)
 
 
 def test_init_user_vector_is_seeded_float32() -> None:
@@ -85,14 +92,14 @@ def test_config_round_trips_and_rejects_bad_values() -> None:
 
 def test_delta_is_sparse_in_touched_rows_and_inputs_untouched() -> None:
     cfg = ModelConfig(n_items=N_ITEMS, dim=DIM)
-    g = _globals(cfg)
-    g_copy = [a.copy() for a in g]
+    model = _model(cfg)
+    g_copy = [a.copy() for a in model.arrays]
     items = _cohort(4)
     users = _users(4)
     users_copy = users.copy()
     local = LocalTrainConfig(epochs=2, negatives=1, user_warmup=2)
-    ups = train_devices(g, cfg, None, items, users, local, seeds=[1, 2, 3, 4])
-    for a, b in zip(g, g_copy, strict=True):
+    ups = train_devices(model, _devices(items, users), local, seeds=[1, 2, 3, 4])
+    for a, b in zip(model.arrays, g_copy, strict=True):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(users, users_copy)
     assert len(ups) == 4
@@ -110,7 +117,7 @@ def test_delta_is_sparse_in_touched_rows_and_inputs_untouched() -> None:
 
 def test_device_result_does_not_depend_on_its_cohort() -> None:
     cfg = ModelConfig(n_items=N_ITEMS, dim=DIM)
-    g = _globals(cfg)
+    model = _model(cfg)
     items = _cohort(9)
     users = _users(9)
     for local in (
@@ -118,9 +125,10 @@ def test_device_result_does_not_depend_on_its_cohort() -> None:
         LocalTrainConfig(epochs=2, batch_size=4, negatives=2, l2=0.01, user_warmup=0),
     ):
         seeds = [50 + i for i in range(9)]
-        together = train_devices(g, cfg, None, items, users, local, seeds)
+        together = train_devices(model, _devices(items, users), local, seeds)
         for i in (0, 4, 8):
-            alone = train_devices(g, cfg, None, [items[i]], users[i : i + 1], local, [seeds[i]])[0]
+            one = _devices([items[i]], users[i : i + 1])
+            alone = train_devices(model, one, local, [seeds[i]])[0]
             for a, b in zip(alone.delta, together[i].delta, strict=True):
                 np.testing.assert_allclose(a, b, atol=1e-5)
             np.testing.assert_allclose(alone.user_vector, together[i].user_vector, atol=1e-5)
@@ -130,22 +138,27 @@ def test_device_result_does_not_depend_on_its_cohort() -> None:
 
 def test_seed_changes_the_draws() -> None:
     cfg = ModelConfig(n_items=N_ITEMS, dim=DIM)
-    g = _globals(cfg)
+    model = _model(cfg)
     items = _cohort(1)
     local = LocalTrainConfig(epochs=2)
-    a = train_devices(g, cfg, None, items, _users(1), local, [1])[0]
-    b = train_devices(g, cfg, None, items, _users(1), local, [2])[0]
+    a = train_devices(model, _devices(items, _users(1)), local, [1])[0]
+    b = train_devices(model, _devices(items, _users(1)), local, [2])[0]
     assert not np.array_equal(a.delta[0], b.delta[0])
 
 
 def test_training_learns_the_clusters() -> None:
     cfg = ModelConfig(n_items=N_ITEMS, dim=DIM)
-    g = _globals(cfg)
+    g = _model(cfg).arrays
     items = _cohort(40)
     users = _users(40)
     local = LocalTrainConfig(epochs=3, lr_item=0.1, lr_user=0.5, user_warmup=5)
     for r in range(15):
-        ups = train_devices(g, cfg, None, items, users, local, [r * 100 + i for i in range(40)])
+        ups = train_devices(
+            GlobalModel(g, cfg, None),
+            _devices(items, users),
+            local,
+            [r * 100 + i for i in range(40)],
+        )
         mean = [np.mean([u.delta[k] for u in ups], axis=0) for k in range(2)]
         g = [a + 5.0 * d for a, d in zip(g, mean, strict=True)]
         users = np.stack([u.user_vector for u in ups])
@@ -167,10 +180,10 @@ def test_training_learns_the_clusters() -> None:
 
 def test_frozen_items_give_zero_delta_but_move_the_user() -> None:
     cfg = ModelConfig(n_items=N_ITEMS, dim=DIM)
-    g = _globals(cfg)
+    model = _model(cfg)
     users = _users(3)
     local = LocalTrainConfig(epochs=2, train_items=False)
-    ups = train_devices(g, cfg, None, _cohort(3), users, local, [1, 2, 3])
+    ups = train_devices(model, _devices(_cohort(3), users), local, [1, 2, 3])
     for i, up in enumerate(ups):
         assert all(not d.any() for d in up.delta)
         assert not np.allclose(up.user_vector, users[i])
@@ -178,9 +191,9 @@ def test_frozen_items_give_zero_delta_but_move_the_user() -> None:
 
 def test_empty_history_gives_zero_delta() -> None:
     cfg = ModelConfig(n_items=N_ITEMS, dim=DIM)
-    g = _globals(cfg)
+    model = _model(cfg)
     items = [np.zeros(0, dtype=np.int64), *_cohort(2)]
-    ups = train_devices(g, cfg, None, items, _users(3), LocalTrainConfig(), [1, 2, 3])
+    ups = train_devices(model, _devices(items, _users(3)), LocalTrainConfig(), [1, 2, 3])
     assert all(not d.any() for d in ups[0].delta)
     assert ups[0].n_examples == 0 and ups[0].loss == 0.0
 
@@ -189,35 +202,43 @@ def test_attribute_tower_is_trained() -> None:
     rng = np.random.default_rng(0)
     features = (rng.random((N_ITEMS, 5)) < 0.3).astype(np.float32)
     cfg = ModelConfig(n_items=N_ITEMS, dim=DIM, n_item_features=5)
-    g = _globals(cfg, features)
-    ups = train_devices(g, cfg, features, _cohort(3), _users(3), LocalTrainConfig(), [1, 2, 3])
+    model = _model(cfg, features)
+    ups = train_devices(model, _devices(_cohort(3), _users(3)), LocalTrainConfig(), [1, 2, 3])
     assert [d.shape for d in ups[0].delta] == [(N_ITEMS, DIM), (N_ITEMS,), (5, DIM)]
     assert np.abs(ups[0].delta[2]).sum() > 0
-    alone = train_devices(
-        g, cfg, features, _cohort(3)[1:2], _users(3)[1:2], LocalTrainConfig(), [2]
-    )
+    alone = train_devices(model, _devices(_cohort(3)[1:2], _users(3)[1:2]), LocalTrainConfig(), [2])
     np.testing.assert_allclose(alone[0].delta[2], ups[1].delta[2], atol=1e-5)
     with pytest.raises(ConfigError):
-        train_devices(g, cfg, None, _cohort(3), _users(3), LocalTrainConfig(), [1, 2, 3])
+        train_devices(
+            GlobalModel(model.arrays, cfg, None),
+            _devices(_cohort(3), _users(3)),
+            LocalTrainConfig(),
+            [1, 2, 3],
+        )
 
 
 def test_shape_errors() -> None:
     cfg = ModelConfig(n_items=N_ITEMS, dim=DIM)
-    g = _globals(cfg)
+    model = _model(cfg)
     with pytest.raises(ConfigError):
-        train_devices(g, cfg, None, _cohort(2), _users(3), LocalTrainConfig(), [1, 2])
+        train_devices(model, _devices(_cohort(2), _users(3)), LocalTrainConfig(), [1, 2])
     with pytest.raises(ConfigError):
-        train_devices(g, cfg, None, _cohort(2), _users(2), LocalTrainConfig(), [1])
+        train_devices(model, _devices(_cohort(2), _users(2)), LocalTrainConfig(), [1])
     with pytest.raises(ConfigError):
-        train_devices(g[:1], cfg, None, _cohort(2), _users(2), LocalTrainConfig(), [1, 2])
+        train_devices(
+            GlobalModel(model.arrays[:1], cfg, None),
+            _devices(_cohort(2), _users(2)),
+            LocalTrainConfig(),
+            [1, 2],
+        )
     with pytest.raises(ConfigError):
         bad = [np.array([N_ITEMS + 1])]
-        train_devices(g, cfg, None, bad, _users(1), LocalTrainConfig(), [1])
+        train_devices(model, _devices(bad, _users(1)), LocalTrainConfig(), [1])
 
 
 def test_evaluate_without_fine_tuning_matches_the_global_ranking() -> None:
     cfg = ModelConfig(n_items=N_ITEMS, dim=DIM)
-    g = _globals(cfg)
+    model = _model(cfg)
     items = _cohort(6)
     users = _users(6)
     held = np.array([45, 46, 47, -1, 48, 49])
@@ -225,8 +246,9 @@ def test_evaluate_without_fine_tuning_matches_the_global_ranking() -> None:
     negs = np.stack([rng.choice(np.arange(50, 60), size=5, replace=False) for _ in range(6)])
     negs[0, -1] = -1  # padding never competes
     frozen = LocalTrainConfig(epochs=0, user_warmup=0)
-    out = evaluate_devices(g, cfg, None, items, users, held, negs, items, frozen, list(range(6)))
-    scores = users @ g[0].T + g[1]
+    out = evaluate_devices(model, _devices(items, users), held, negs, items, frozen, list(range(6)))
+    emb, bias = model.arrays
+    scores = users @ emb.T + bias
     for i in (0, 1, 2, 4, 5):
         valid = negs[i] >= 0
         expected_s = ranks_of(scores[i, [held[i]]], scores[i, negs[i][valid]][None, :])[0]
@@ -239,7 +261,9 @@ def test_evaluate_without_fine_tuning_matches_the_global_ranking() -> None:
     assert np.isnan(out["hr10_full"][3]) and out["rank_full"][3] == -1
     # the same scores come out of score_devices
     np.testing.assert_allclose(
-        score_devices(g, cfg, None, items, users, frozen, list(range(6))), scores, atol=1e-6
+        score_devices(model, _devices(items, users), frozen, list(range(6))),
+        scores,
+        atol=1e-6,
     )
 
 
@@ -250,6 +274,7 @@ def test_fine_tuning_helps_a_user_with_a_clear_taste() -> None:
     emb = (rng.standard_normal((N_ITEMS, DIM)) * 0.1).astype(np.float32)
     emb[:20, 0] += 1.0
     g = [emb, np.zeros(N_ITEMS, np.float32)]
+    model = GlobalModel(g, cfg, None)
     items = [np.arange(0, 15)] * 4
     held = np.array([15, 16, 17, 18])
     negs = np.tile(np.arange(20, 60), (4, 1))
@@ -257,8 +282,8 @@ def test_fine_tuning_helps_a_user_with_a_clear_taste() -> None:
     users[:, 0] = -0.5
     tuned = LocalTrainConfig(epochs=5, lr_item=0.1, user_warmup=20)
     frozen = LocalTrainConfig(epochs=0, user_warmup=0)
-    a = evaluate_devices(g, cfg, None, items, users, held, negs, items, frozen, [1, 2, 3, 4])
-    b = evaluate_devices(g, cfg, None, items, users, held, negs, items, tuned, [1, 2, 3, 4])
+    a = evaluate_devices(model, _devices(items, users), held, negs, items, frozen, [1, 2, 3, 4])
+    b = evaluate_devices(model, _devices(items, users), held, negs, items, tuned, [1, 2, 3, 4])
     assert a["hr10_sampled"].mean() == 0.0
     assert b["hr10_sampled"].mean() == 1.0
     assert (b["rank_full"] < 5).all()
@@ -303,25 +328,29 @@ def test_fold_in_is_fast_on_ml100k_sized_catalogue() -> None:
 def test_session_weight_shifts_the_query_by_the_latest_items() -> None:
     """Scores with a session weight are ``(u + w s) . v + b``, s over the history's tail."""
     cfg = ModelConfig(n_items=N_ITEMS, dim=DIM)
-    g = _globals(cfg)
+    model = _model(cfg)
     items = _cohort(4)
     users = _users(4)
     frozen = LocalTrainConfig(epochs=0, user_warmup=0)
-    plain = score_devices(g, cfg, None, items, users, frozen, list(range(4)))
+    plain = score_devices(model, _devices(items, users), frozen, list(range(4)))
     ranked = LocalTrainConfig(
         epochs=0, user_warmup=0, session_weight=1.5, session_decay=0.5, session_window=3
     )
-    shifted = score_devices(g, cfg, None, items, users, ranked, list(range(4)))
+    shifted = score_devices(model, _devices(items, users), ranked, list(range(4)))
+    emb, bias = model.arrays
     for i, history in enumerate(items):
         tail = history[-3:]
         weights = 0.5 ** np.arange(len(tail) - 1, -1, -1)
-        s = (weights / weights.sum()) @ g[0][tail]
-        np.testing.assert_allclose(shifted[i], (users[i] + 1.5 * s) @ g[0].T + g[1], atol=1e-5)
+        s = (weights / weights.sum()) @ emb[tail]
+        np.testing.assert_allclose(shifted[i], (users[i] + 1.5 * s) @ emb.T + bias, atol=1e-5)
         assert not np.allclose(shifted[i], plain[i])
     # training ignores the ranking setting: the same deltas and user vectors
-    a = train_devices(g, cfg, None, items, users, LocalTrainConfig(epochs=1), [1, 2, 3, 4])
+    a = train_devices(model, _devices(items, users), LocalTrainConfig(epochs=1), [1, 2, 3, 4])
     b = train_devices(
-        g, cfg, None, items, users, LocalTrainConfig(epochs=1, session_weight=3.0), [1, 2, 3, 4]
+        model,
+        _devices(items, users),
+        LocalTrainConfig(epochs=1, session_weight=3.0),
+        [1, 2, 3, 4],
     )
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x.user_vector, y.user_vector)

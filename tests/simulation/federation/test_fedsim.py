@@ -8,6 +8,8 @@ import torch
 
 from fedpers.client.device_round import RoundInstructions, initial_user_vectors, run_device_rounds
 from fedpers.client.model import ItemSide, ModelConfig, shared_arrays
+from fedpers.client.training.cohort import Cohort
+from fedpers.client.training.global_model import GlobalModel
 from fedpers.client.training.local import LocalTrainConfig
 from fedpers.privacy.dp.noise import server_rng
 from fedpers.privacy.errors import ConfigError
@@ -58,7 +60,9 @@ def test_one_round_is_the_pipeline_of_its_parts() -> None:
         server_round=1, seed=4, clip_norm=0.2, noise_share_std=0.0, local=LOCAL
     )
     contribs = run_device_rounds(
-        g0, mc, None, device_histories(split), initial_user_vectors(4, ids, 8), ids, instr
+        GlobalModel(g0, mc, None),
+        Cohort(ids, device_histories(split), initial_user_vectors(4, ids, 8)),
+        instr,
     )
     total = [sum(c.arrays[k].astype(np.float64) for c in contribs) for k in range(2)]
     for got, g, t in zip(res.global_arrays, g0, total, strict=True):
