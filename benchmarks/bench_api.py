@@ -101,9 +101,10 @@ def prepare_db(run: Path) -> str:
     _, secret = create_api_key(db, TENANT, ["serve"], name="bench")
     key = settings.ledger_key()
     for u in range(USERS):
-        consent_store.grant(
-            db, key, TENANT, f"user-{u}", [1, 5, 6, 11], policy_version="bench", source="bench"
-        )
+        consent_store.change_consent(
+            db, key, TENANT, f"user-{u}", "grant", [1, 5, 6, 11], policy_version="bench",
+            source="bench",
+        )  # fmt: skip
     db.conn.close()
     return secret
 

@@ -26,7 +26,7 @@ import json
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import sqlite_utils
 
@@ -43,18 +43,18 @@ from fedpers.server.tombstones import tombstone_of
 
 __all__ = [
     "USER_ID_MAX",
+    "ConsentAction",
     "UserConsent",
+    "change_consent",
     "consent_history",
     "erase_user",
     "export_user",
-    "grant",
     "is_tombstoned",
     "lift_objection",
     "load_user_consent",
     "object_to_profiling",
     "tombstone_of",
     "validate_user_id",
-    "withdraw",
 ]
 
 USER_ID_MAX = 128
@@ -221,42 +221,35 @@ def _decide(
     return load_user_consent(db, tenant, user_id)
 
 
-def grant(
+ConsentAction = Literal["grant", "withdraw"]
+"""The two changes of a user's purposes."""
+
+
+def change_consent(
     db: sqlite_utils.Database,
     key: bytes,
     tenant: str,
     user_id: str,
+    action: ConsentAction,
     purposes: Iterable[Purpose | int | str],
     *,
     policy_version: str | None = None,
     source: str | None = None,
 ) -> UserConsent:
-    """Grant ``purposes`` and record it in the ledger.
+    """Grant or withdraw ``purposes`` and record it in the ledger, in one transaction.
+
+    A withdrawal is as easy as a grant and effective for the next request.
+
+    Example:
+        >>> change_consent(db, key, "shop-a", "u-1", "grant", [1, 5, 6])  # doctest: +SKIP
 
     Raises:
-        DataError: an unknown purpose or a bad user id.
+        DataError: an unknown action or purpose, or a bad user id.
         GoneError: the user was erased.
     """
-    return _decide(db, key, tenant, user_id, "grant", purposes, None, policy_version, source)
-
-
-def withdraw(
-    db: sqlite_utils.Database,
-    key: bytes,
-    tenant: str,
-    user_id: str,
-    purposes: Iterable[Purpose | int | str],
-    *,
-    policy_version: str | None = None,
-    source: str | None = None,
-) -> UserConsent:
-    """Withdraw ``purposes`` (effective for the next request) and record it.
-
-    Raises:
-        DataError: an unknown purpose or a bad user id.
-        GoneError: the user was erased.
-    """
-    return _decide(db, key, tenant, user_id, "withdraw", purposes, None, policy_version, source)
+    if action not in ("grant", "withdraw"):
+        raise DataError(f"consent action {action!r}: use 'grant' or 'withdraw'")
+    return _decide(db, key, tenant, user_id, action, purposes, None, policy_version, source)
 
 
 def object_to_profiling(

@@ -15,7 +15,7 @@ import torch
 from local_federation import client_grid, federation_config, synthetic_split
 
 from fedpers.privacy.errors import StoreError
-from fedpers.server.api.consent_store import erase_user, grant
+from fedpers.server.api.consent_store import change_consent, erase_user
 from fedpers.server.api.consent_store import tombstone_of as api_tombstone_of
 from fedpers.server.api.db import open_api_db
 from fedpers.server.app import run_federation
@@ -43,7 +43,9 @@ def _erase(run_dir: Path, *devices: int, tenant: str = "shop") -> None:
     try:
         for d in devices:
             uid = device_user_id(d)
-            grant(db, KEY, tenant, uid, [1, 5, 6, 10], policy_version="v1", source="test")
+            change_consent(
+                db, KEY, tenant, uid, "grant", [1, 5, 6, 10], policy_version="v1", source="test"
+            )
             erase_user(db, KEY, tenant, uid)
     finally:
         db.conn.close()

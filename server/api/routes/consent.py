@@ -11,15 +11,13 @@ erased user answers 410 Gone.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-import sqlite_utils
 from fastapi import APIRouter
 
 from fedpers.privacy.consent import parse_purposes
 from fedpers.server.api import consent_store
-from fedpers.server.api.auth import ApiKey
+from fedpers.server.api.consent_store import ConsentAction
 from fedpers.server.api.deps import DbDep, GpcDep, ServeKey
 from fedpers.server.api.observability import record_consent_decision
 from fedpers.server.api.privacy_deps import LedgerKeyDep, UserIdPath
@@ -49,60 +47,39 @@ def _count(action: str, body: ConsentChange) -> None:
         record_consent_decision(action, purpose.label)
 
 
-def _change(
-    change: Callable[..., consent_store.UserConsent],
-    action: str,
-    user_id: str,
-    body: ConsentChange,
-    key: ApiKey,
-    db: sqlite_utils.Database,
-    gpc: bool,
-    ledger_key: bytes,
-) -> ConsentView:
-    """Apply a grant or a withdrawal (``change``), count it and answer the consent view."""
-    consent = change(
-        db,
-        ledger_key,
-        key.tenant,
-        user_id,
-        body.purposes,
-        policy_version=body.policy_version,
-        source=body.source,
-    )
-    _count(action, body)
-    return _view(consent, gpc)
-
-
 @router.get("/{user_id}/consent", response_model=ConsentView)
 def read_consent(user_id: UserIdPath, key: ServeKey, db: DbDep, gpc: GpcDep) -> ConsentView:
     """The consent this tenant holds for the user (nothing granted for an unknown user)."""
     return _view(consent_store.load_user_consent(db, key.tenant, user_id), gpc)
 
 
-@router.post("/{user_id}/consent/grant", response_model=ConsentView, responses=_GONE)
-def grant_consent(
+@router.post("/{user_id}/consent/{action}", response_model=ConsentView, responses=_GONE)
+def change_consent(
     user_id: UserIdPath,
+    action: ConsentAction,
     body: ConsentChange,
     key: ServeKey,
     db: DbDep,
     gpc: GpcDep,
     ledger_key: LedgerKeyDep,
 ) -> ConsentView:
-    """Grant purposes (TCF v2.2: 1, 5, 6, 10, 11) under a policy version; recorded."""
-    return _change(consent_store.grant, "grant", user_id, body, key, db, gpc, ledger_key)
+    """Grant or withdraw purposes (TCF v2.2: 1, 5, 6, 10, 11) under a policy version.
 
-
-@router.post("/{user_id}/consent/withdraw", response_model=ConsentView, responses=_GONE)
-def withdraw_consent(
-    user_id: UserIdPath,
-    body: ConsentChange,
-    key: ServeKey,
-    db: DbDep,
-    gpc: GpcDep,
-    ledger_key: LedgerKeyDep,
-) -> ConsentView:
-    """Withdraw purposes; the next request already sees it. Recorded in the ledger."""
-    return _change(consent_store.withdraw, "withdraw", user_id, body, key, db, gpc, ledger_key)
+    Recorded in the ledger; a withdrawal is as easy as a grant, and the next request
+    already sees it.
+    """
+    consent = consent_store.change_consent(
+        db,
+        ledger_key,
+        key.tenant,
+        user_id,
+        action,
+        body.purposes,
+        policy_version=body.policy_version,
+        source=body.source,
+    )
+    _count(action, body)
+    return _view(consent, gpc)
 
 
 @router.post("/{user_id}/objection", response_model=ConsentView, responses=_GONE)

@@ -63,10 +63,10 @@ class EngineApi:
         db = open_api_db(self.db_path)
         try:
             k, t = self.ledger_key, tenant
-            if action == "grant":
-                consent_store.grant(db, k, t, user, purposes, policy_version="v1", source="t")
-            elif action == "withdraw":
-                consent_store.withdraw(db, k, t, user, purposes, policy_version="v1", source="t")
+            if action in ("grant", "withdraw"):
+                consent_store.change_consent(
+                    db, k, t, user, action, purposes, policy_version="v1", source="t"
+                )
             elif action == "object":
                 consent_store.object_to_profiling(db, k, t, user, source="t")
             elif action == "erase":

@@ -84,6 +84,16 @@ def test_user_id_bounds(api: EngineApi) -> None:
     assert "user_id" in r.text
 
 
+def test_only_grant_and_withdraw_change_consent(api: EngineApi) -> None:
+    body = {"purposes": [1], "policy_version": "v1", "source": "t"}
+    for action in ("revoke", "object", "GRANT"):
+        r = api.post(f"/v1/users/u-1/consent/{action}", body)
+        assert r.status_code == 422, (action, r.text)
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert "grant" in r.text and "withdraw" in r.text
+    assert api.client.get("/v1/users/u-1/consent", headers=api.serve_a).json()["granted"] == []
+
+
 def test_no_key_is_401(api: EngineApi) -> None:
     assert api.client.get("/v1/users/u-1/consent").status_code == 401
     r = api.client.post("/v1/users/u-1/consent/grant", json={"purposes": [1]})

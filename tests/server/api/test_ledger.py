@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import sqlite_utils
 
-from fedpers.server.api.consent_store import erase_user, grant, object_to_profiling, withdraw
+from fedpers.server.api.consent_store import change_consent, erase_user, object_to_profiling
 from fedpers.server.api.db import open_api_db
 from fedpers.server.api.ledger import (
     GENESIS,
@@ -28,11 +28,11 @@ def db(tmp_path: Path) -> sqlite_utils.Database:
 
 
 def _history(db: sqlite_utils.Database) -> None:
-    grant(db, KEY, "t1", "alice", [1, 5, 6], policy_version="v1", source="cmp")
-    grant(db, KEY, "t1", "bob", ["P1", "P11"], policy_version="v1", source="cmp")
-    withdraw(db, KEY, "t1", "alice", ["P6"], source="settings")
+    change_consent(db, KEY, "t1", "alice", "grant", [1, 5, 6], policy_version="v1", source="cmp")
+    change_consent(db, KEY, "t1", "bob", "grant", ["P1", "P11"], policy_version="v1", source="cmp")
+    change_consent(db, KEY, "t1", "alice", "withdraw", ["P6"], source="settings")
     object_to_profiling(db, KEY, "t1", "bob", source="form")
-    grant(db, KEY, "t2", "alice", [1], policy_version="v2", source="cmp")
+    change_consent(db, KEY, "t2", "alice", "grant", [1], policy_version="v2", source="cmp")
 
 
 def test_untouched_chains_verify(db: sqlite_utils.Database) -> None:

@@ -32,10 +32,11 @@ def ledger_db(tmp_path: Path) -> Path:
     key = bytes.fromhex(key_file.read_text().strip())
     db = open_api_db(path)
     try:
-        consent_store.grant(db, key, "shop-a", "u-1", [1, 5, 6], policy_version="v1")
-        consent_store.withdraw(db, key, "shop-a", "u-1", [6])
-        consent_store.grant(db, key, "shop-a", "u-2", [11])
-        consent_store.grant(db, key, "shop-b", "u-1", [1])
+        change = consent_store.change_consent
+        change(db, key, "shop-a", "u-1", "grant", [1, 5, 6], policy_version="v1")
+        change(db, key, "shop-a", "u-1", "withdraw", [6])
+        change(db, key, "shop-a", "u-2", "grant", [11])
+        change(db, key, "shop-b", "u-1", "grant", [1])
         consent_store.erase_user(db, key, "shop-b", "u-1")
         db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:

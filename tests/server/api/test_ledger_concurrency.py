@@ -23,9 +23,13 @@ def _writer(path: str, worker: int) -> None:
     key = _key(Path(path))
     try:
         for i in range(DECISIONS):
-            change = consent_store.grant if i % 2 == 0 else consent_store.withdraw
-            change(db, key, "shop-a", "u-shared", [5 if worker % 2 else 6], source=f"w{worker}")
-            consent_store.grant(db, key, "shop-a", f"u-{worker}", [1, 5, 6], source=str(i))
+            action = "grant" if i % 2 == 0 else "withdraw"
+            consent_store.change_consent(
+                db, key, "shop-a", "u-shared", action, [5 if worker % 2 else 6], source=f"w{worker}"
+            )
+            consent_store.change_consent(
+                db, key, "shop-a", f"u-{worker}", "grant", [1, 5, 6], source=str(i)
+            )
     finally:
         db.conn.close()
 

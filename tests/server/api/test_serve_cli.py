@@ -111,8 +111,9 @@ def test_serve_refuses_a_new_ledger_key_for_an_existing_ledger(tiny_run: Path) -
     settings = ApiSettings(run_dir=tiny_run)
     create_ledger_key(settings.ledger_key_file)
     db = open_api_db(settings.database_path)
-    consent_store.grant(db, settings.ledger_key(), "shop-a", "u1", [1], policy_version="v1",
-                        source="t")  # fmt: skip
+    consent_store.change_consent(
+        db, settings.ledger_key(), "shop-a", "u1", "grant", [1], policy_version="v1", source="t"
+    )
     db.conn.close()
     settings.ledger_key_file.unlink()
     r = _cli("serve", "--run", str(tiny_run), "--port", "1")
