@@ -50,9 +50,8 @@ __all__ = [
     "erase_user",
     "export_user",
     "is_tombstoned",
-    "lift_objection",
     "load_user_consent",
-    "object_to_profiling",
+    "set_objection",
     "tombstone_of",
     "validate_user_id",
 ]
@@ -252,26 +251,24 @@ def change_consent(
     return _decide(db, key, tenant, user_id, action, purposes, None, policy_version, source)
 
 
-def object_to_profiling(
-    db: sqlite_utils.Database, key: bytes, tenant: str, user_id: str, *, source: str | None
+def set_objection(
+    db: sqlite_utils.Database,
+    key: bytes,
+    tenant: str,
+    user_id: str,
+    objects: bool,
+    *,
+    source: str | None = None,
 ) -> UserConsent:
-    """Record an Art. 21 objection to profiling (no personalisation while it stands).
+    """Record an Art. 21 objection to profiling (``objects``), or lift it; ledgered.
+
+    No answer is personalised while an objection stands, whatever was granted.
 
     Raises:
         GoneError: the user was erased.
     """
-    return _decide(db, key, tenant, user_id, "object", (), True, None, source)
-
-
-def lift_objection(
-    db: sqlite_utils.Database, key: bytes, tenant: str, user_id: str, *, source: str | None
-) -> UserConsent:
-    """Lift the user's objection to profiling.
-
-    Raises:
-        GoneError: the user was erased.
-    """
-    return _decide(db, key, tenant, user_id, "lift_objection", (), False, None, source)
+    action = "object" if objects else "lift_objection"
+    return _decide(db, key, tenant, user_id, action, (), objects, None, source)
 
 
 def consent_history(

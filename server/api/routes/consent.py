@@ -93,7 +93,7 @@ def object_to_profiling(
 ) -> ConsentView:
     """Object to profiling (GDPR Art. 21): no personalisation while it stands."""
     source = body.source if body is not None else None
-    consent = consent_store.object_to_profiling(db, ledger_key, key.tenant, user_id, source=source)
+    consent = consent_store.set_objection(db, ledger_key, key.tenant, user_id, True, source=source)
     record_consent_decision("object")
     return _view(consent, gpc)
 
@@ -103,7 +103,7 @@ def lift_objection(
     user_id: UserIdPath, key: ServeKey, db: DbDep, gpc: GpcDep, ledger_key: LedgerKeyDep
 ) -> ConsentView:
     """Lift the user's objection to profiling (the granted purposes apply again)."""
-    consent = consent_store.lift_objection(db, ledger_key, key.tenant, user_id, source=None)
+    consent = consent_store.set_objection(db, ledger_key, key.tenant, user_id, False)
     record_consent_decision("lift_objection")
     return _view(consent, gpc)
 

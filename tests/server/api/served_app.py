@@ -68,7 +68,7 @@ class EngineApi:
                     db, k, t, user, action, purposes, policy_version="v1", source="t"
                 )
             elif action == "object":
-                consent_store.object_to_profiling(db, k, t, user, source="t")
+                consent_store.set_objection(db, k, t, user, True, source="t")
             elif action == "erase":
                 consent_store.erase_user(db, k, t, user)
             else:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import sqlite_utils
 
-from fedpers.server.api.consent_store import change_consent, erase_user, object_to_profiling
+from fedpers.server.api.consent_store import change_consent, erase_user, set_objection
 from fedpers.server.api.db import open_api_db
 from fedpers.server.api.ledger import (
     GENESIS,
@@ -31,7 +31,7 @@ def _history(db: sqlite_utils.Database) -> None:
     change_consent(db, KEY, "t1", "alice", "grant", [1, 5, 6], policy_version="v1", source="cmp")
     change_consent(db, KEY, "t1", "bob", "grant", ["P1", "P11"], policy_version="v1", source="cmp")
     change_consent(db, KEY, "t1", "alice", "withdraw", ["P6"], source="settings")
-    object_to_profiling(db, KEY, "t1", "bob", source="form")
+    set_objection(db, KEY, "t1", "bob", True, source="form")
     change_consent(db, KEY, "t2", "alice", "grant", [1], policy_version="v2", source="cmp")
 
 
