@@ -46,7 +46,7 @@ from fedpers.client.device_round import (
 from fedpers.client.model import ItemSide, ModelConfig, shared_arrays
 from fedpers.client.session import session_vectors
 from fedpers.client.training.cohort import Cohort
-from fedpers.client.training.global_model import GlobalModel
+from fedpers.client.training.global_parameters import GlobalParameters
 from fedpers.client.training.local import train_devices
 from fedpers.privacy.dp.accounting import default_delta, epsilon_for, solve_noise_multiplier
 from fedpers.simulation.data import load_dataset
@@ -144,7 +144,7 @@ def round_speed(split: Any, seed: int, repeats: int) -> dict[str, float]:
     for r in range(repeats):
         t0, c0 = time.perf_counter(), time.process_time()
         train_devices(
-            GlobalModel(g, mc, None),
+            GlobalParameters(g, mc, None),
             Cohort(ids, items, users),
             recipe.local,
             [r * 10_000 + i for i in ids],
@@ -155,7 +155,7 @@ def round_speed(split: Any, seed: int, repeats: int) -> dict[str, float]:
             server_round=r + 1, seed=seed, clip_norm=1.0, noise_share_std=0.01, local=recipe.local
         )
         t0 = time.perf_counter()
-        run_device_rounds(GlobalModel(g, mc, None), Cohort(ids, items, users), instr)
+        run_device_rounds(GlobalParameters(g, mc, None), Cohort(ids, items, users), instr)
         full.append(time.perf_counter() - t0)
     return {
         "devices": float(split.n_users),

@@ -43,7 +43,7 @@ from fedpers.client.device_round import (
 )
 from fedpers.client.model import ItemSide, ModelConfig, shared_arrays
 from fedpers.client.training.cohort import Cohort
-from fedpers.client.training.global_model import GlobalModel
+from fedpers.client.training.global_parameters import GlobalParameters
 from fedpers.simulation.data import load_dataset
 from fedpers.simulation.evaluation.protocol import leave_one_out
 from fedpers.simulation.federation.recipes import recommended_config
@@ -69,7 +69,7 @@ def pure_local_seconds(dataset: str, seed: int, repeats: int) -> tuple[float, in
     for _ in range(repeats):
         t0 = time.perf_counter()
         run_device_rounds(
-            GlobalModel(arrays, config, None),
+            GlobalParameters(arrays, config, None),
             Cohort(devices, split.train_by_user, users),
             instructions,
         )

@@ -37,7 +37,7 @@ import numpy as np
 
 from fedpers.client.record_values import integer, number, number_or_unset, unset_as_negative
 from fedpers.client.training.cohort import Cohort
-from fedpers.client.training.global_model import GlobalModel
+from fedpers.client.training.global_parameters import GlobalParameters
 from fedpers.client.training.local import LocalTrainConfig, init_user_vector, train_devices
 from fedpers.client.training.update import LocalUpdate
 from fedpers.privacy.dp.noise import device_rng
@@ -220,7 +220,7 @@ def evaluation_seed(seed: int, server_round: int, device_id: int | str) -> int:
 
 
 def run_device_rounds(
-    model: GlobalModel,
+    model: GlobalParameters,
     cohort: Cohort,
     instructions: RoundInstructions,
     noise_entropy: NoiseEntropy = "seeded",

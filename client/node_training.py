@@ -30,7 +30,7 @@ from fedpers.client.hosted_devices import HostedDevice
 from fedpers.client.protocol import DeviceStatus
 from fedpers.client.store import LedgerEntry
 from fedpers.client.training.cohort import Cohort
-from fedpers.client.training.global_model import GlobalModel
+from fedpers.client.training.global_parameters import GlobalParameters
 from fedpers.privacy.dp.accounting import record_level_epsilon
 from fedpers.privacy.errors import BudgetExhaustedError, ConsentError, FedpersError
 
@@ -48,7 +48,7 @@ class GlobalRound:
         instructions: the round's instructions.
     """
 
-    model: GlobalModel
+    model: GlobalParameters
     instructions: RoundInstructions
 
 

@@ -60,7 +60,7 @@ from fedpers.client.protocol import (
     SumMetrics,
     SumStatistics,
 )
-from fedpers.client.training.global_model import GlobalModel
+from fedpers.client.training.global_parameters import GlobalParameters
 from fedpers.client.training.local import evaluate_devices
 from fedpers.client.wire import (
     ARRAYS,
@@ -266,7 +266,9 @@ def train_message(message: Message, context: Context, settings: ClientSettings) 
     )
     statuses.update(refused)
     record_epsilon: dict[int, float] = {}
-    global_round = GlobalRound(GlobalModel(inp.global_arrays, model_config, features), instructions)
+    global_round = GlobalRound(
+        GlobalParameters(inp.global_arrays, model_config, features), instructions
+    )
     if request.record_level is None:
         contributions, failed = train_cohort(ready, global_round, settings.noise_entropy)
     else:
@@ -333,7 +335,7 @@ def evaluate_message(message: Message, context: Context, settings: ClientSetting
         ]
         features = item_features(settings.devices_dir) if model_config.n_item_features else None
         result = evaluate_devices(
-            GlobalModel(inp.global_arrays, model_config, features),
+            GlobalParameters(inp.global_arrays, model_config, features),
             hosted_cohort(ready),
             held,
             np.asarray(holdout["negatives"][ids], dtype=np.int64),

@@ -54,7 +54,7 @@ from fedpers.client.record_values import (
 )
 from fedpers.client.session import SessionConfig, check_session, session_vectors
 from fedpers.client.training.cohort import Cohort
-from fedpers.client.training.global_model import GlobalModel
+from fedpers.client.training.global_parameters import GlobalParameters
 from fedpers.client.training.update import LocalUpdate
 from fedpers.privacy.errors import ConfigError
 
@@ -435,7 +435,9 @@ def _train_chunk(
     return _Chunk(rows, n_rows, emb, bias, tower, users, loss_mean, n_examples)
 
 
-def _check_inputs(model: GlobalModel, cohort: Cohort, seeds: Sequence[int]) -> torch.Tensor | None:
+def _check_inputs(
+    model: GlobalParameters, cohort: Cohort, seeds: Sequence[int]
+) -> torch.Tensor | None:
     """Validate shapes; return the item feature tensor (or ``None``)."""
     global_arrays, model_config, item_features = model.arrays, model.config, model.item_features
     train_items, user_vectors = cohort.items, cohort.user_vectors
@@ -493,7 +495,7 @@ def _chunks(
 
 
 def _trained_chunks(
-    model: GlobalModel,
+    model: GlobalParameters,
     feats: torch.Tensor | None,
     cohort: Cohort,
     config: LocalTrainConfig,
@@ -519,7 +521,7 @@ def _trained_chunks(
 
 
 def train_devices(
-    model: GlobalModel, cohort: Cohort, config: LocalTrainConfig, seeds: Sequence[int]
+    model: GlobalParameters, cohort: Cohort, config: LocalTrainConfig, seeds: Sequence[int]
 ) -> list[LocalUpdate]:
     """Local training of a cohort of devices from the global shared parameters.
 
@@ -566,7 +568,7 @@ def train_devices(
 
 
 def score_devices(
-    model: GlobalModel, cohort: Cohort, config: LocalTrainConfig, seeds: Sequence[int]
+    model: GlobalParameters, cohort: Cohort, config: LocalTrainConfig, seeds: Sequence[int]
 ) -> np.ndarray:
     """Scores of every item on each device after local fine-tuning of the global model.
 
@@ -626,7 +628,7 @@ def score_devices(
 
 
 def evaluate_devices(
-    model: GlobalModel,
+    model: GlobalParameters,
     cohort: Cohort,
     held_out: np.ndarray,
     negatives: np.ndarray,

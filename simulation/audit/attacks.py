@@ -55,7 +55,7 @@ import numpy as np
 from fedpers.client.device_round import initial_user_vectors, training_seed
 from fedpers.client.model import ItemSide, ModelConfig, load_shared_arrays, shared_arrays
 from fedpers.client.training.cohort import Cohort
-from fedpers.client.training.global_model import GlobalModel
+from fedpers.client.training.global_parameters import GlobalParameters
 from fedpers.client.training.local import LocalTrainConfig, fold_in, train_devices
 from fedpers.privacy.audit.inspection import evaluate_item_scores, item_row_norms
 from fedpers.privacy.audit.one_run import one_run_epsilon_lower_bound
@@ -182,7 +182,7 @@ def inspect_update(
     items = np.asarray(items, dtype=np.int64)
     train_seed = training_seed(seed, server_round, device_id)
     update = train_devices(
-        GlobalModel(global_arrays, model_config, item_features),
+        GlobalParameters(global_arrays, model_config, item_features),
         Cohort([device_id], [items], np.asarray(user_vector, dtype=np.float32)[None, :]),
         local,
         [train_seed],
@@ -393,7 +393,7 @@ def _expected_updates(
     m = canary_items.shape[0]
     ids = [first_device + j for j in range(m)]
     updates = train_devices(
-        GlobalModel(
+        GlobalParameters(
             [np.asarray(a, dtype=np.float32) for a in initial], model_config, item_features
         ),
         Cohort(

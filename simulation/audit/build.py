@@ -31,7 +31,7 @@ import numpy as np
 
 from fedpers.client.device_round import initial_user_vector, initial_user_vectors
 from fedpers.client.model import ItemSide, ModelConfig, shared_arrays
-from fedpers.client.training.global_model import GlobalModel
+from fedpers.client.training.global_parameters import GlobalParameters
 from fedpers.client.training.local import LocalTrainConfig
 from fedpers.privacy.audit.report import (
     SCHEMA_VERSION,
@@ -418,7 +418,7 @@ def _utility(
             ):
                 vectors[device] = rec.user_vector
         scorer = fine_tuned_scorer(
-            GlobalModel(
+            GlobalParameters(
                 [np.asarray(a, dtype=np.float32) for a in src.final_arrays], model_config, feats
             ),
             federation(device_histories(split, "test"), vectors),
@@ -447,7 +447,7 @@ def _utility(
         )
         if labels:
             scorer = fine_tuned_scorer(
-                GlobalModel(result.global_arrays, model_config, feats),
+                GlobalParameters(result.global_arrays, model_config, feats),
                 federation(device_histories(split, "test"), result.user_vectors),
                 fed.eval_local or fed.local,
                 fed.seed,

@@ -43,7 +43,7 @@ from fedpers.client.device_round import (
 )
 from fedpers.client.model import ItemSide, ModelConfig, shared_arrays
 from fedpers.client.training.cohort import Cohort
-from fedpers.client.training.global_model import GlobalModel
+from fedpers.client.training.global_parameters import GlobalParameters
 from fedpers.client.training.local import LocalTrainConfig, score_devices
 from fedpers.privacy.dp.noise import server_rng
 from fedpers.privacy.dp.pipeline import finalize_aggregate, round_noise
@@ -207,7 +207,7 @@ def federation(devices: Sequence[np.ndarray], user_vectors: np.ndarray) -> Cohor
 
 
 def fine_tuned_scorer(
-    model: GlobalModel,
+    model: GlobalParameters,
     devices: Cohort,
     config: LocalTrainConfig,
     seed: int,
@@ -306,7 +306,7 @@ def run_fedsim(
             ids = np.asarray(reporting[lo : lo + config.chunk_size], dtype=np.int64)
             t_local = time.perf_counter()
             contribs = run_device_rounds(
-                GlobalModel(global_arrays, model_config, feats),
+                GlobalParameters(global_arrays, model_config, feats),
                 federation(devices, users).select(ids),
                 instructions,
             )
@@ -339,7 +339,7 @@ def run_fedsim(
         }
         if rnd == config.rounds or (config.eval_every and rnd % config.eval_every == 0):
             scorer = fine_tuned_scorer(
-                GlobalModel(global_arrays, model_config, feats),
+                GlobalParameters(global_arrays, model_config, feats),
                 federation(devices, users),
                 eval_local,
                 config.seed,
@@ -359,7 +359,7 @@ def run_fedsim(
             on_round(entry)
     if metrics is None:
         scorer = fine_tuned_scorer(
-            GlobalModel(global_arrays, model_config, feats),
+            GlobalParameters(global_arrays, model_config, feats),
             federation(devices, users),
             eval_local,
             config.seed,

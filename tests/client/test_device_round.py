@@ -14,7 +14,7 @@ from fedpers.client.device_round import (
 )
 from fedpers.client.model import ItemSide, ModelConfig, shared_arrays
 from fedpers.client.training.cohort import Cohort
-from fedpers.client.training.global_model import GlobalModel
+from fedpers.client.training.global_parameters import GlobalParameters
 from fedpers.client.training.local import LocalTrainConfig, train_devices
 from fedpers.privacy.dp.clipping import l2_norm
 from fedpers.privacy.dp.noise import device_rng
@@ -92,10 +92,12 @@ def test_contributions_are_clipped_and_noised_with_the_device_streams() -> None:
         server_round=2, seed=3, clip_norm=0.05, noise_share_std=0.0, local=LocalTrainConfig()
     )
     ids = [10, 11, 12, 13, 14]
-    out = run_device_rounds(GlobalModel(g, CFG, None), Cohort(ids, items, users), instr)
+    out = run_device_rounds(GlobalParameters(g, CFG, None), Cohort(ids, items, users), instr)
     assert [c.device_id for c in out] == ids
     seeds = [training_seed(3, 2, d) for d in ids]
-    raw = train_devices(GlobalModel(g, CFG, None), Cohort(ids, items, users), instr.local, seeds)
+    raw = train_devices(
+        GlobalParameters(g, CFG, None), Cohort(ids, items, users), instr.local, seeds
+    )
     for c, r in zip(out, raw, strict=True):
         assert isinstance(c, DeviceContribution)
         assert c.norm == pytest.approx(l2_norm(r.delta), rel=1e-6)
@@ -105,7 +107,7 @@ def test_contributions_are_clipped_and_noised_with_the_device_streams() -> None:
         assert c.n_examples == r.n_examples
     # with a noise share: clipped delta + N(0, std^2) from device_rng(seed, round, id)
     noisy = RoundInstructions(server_round=2, seed=3, clip_norm=0.05, noise_share_std=0.1)
-    out2 = run_device_rounds(GlobalModel(g, CFG, None), Cohort(ids, items, users), noisy)
+    out2 = run_device_rounds(GlobalParameters(g, CFG, None), Cohort(ids, items, users), noisy)
     for c, c2, d in zip(out, out2, ids, strict=True):
         rng = device_rng(3, 2, d, "noise")
         expected = [a + (rng.standard_normal(a.shape) * 0.1).astype(np.float32) for a in c.arrays]
@@ -116,7 +118,7 @@ def test_contributions_are_clipped_and_noised_with_the_device_streams() -> None:
 def test_user_vector_is_never_in_the_arrays() -> None:
     g, items, users = _setup(3)
     instr = RoundInstructions(server_round=1, seed=0, clip_norm=0.0, noise_share_std=0.0)
-    out = run_device_rounds(GlobalModel(g, CFG, None), Cohort([0, 1, 2], items, users), instr)
+    out = run_device_rounds(GlobalParameters(g, CFG, None), Cohort([0, 1, 2], items, users), instr)
     for c in out:
         assert [a.shape for a in c.arrays] == [(N_ITEMS, DIM), (N_ITEMS,)]
         assert not c.clipped  # non-private: nothing is scaled
@@ -128,10 +130,10 @@ def test_node_mode_equals_cohort_mode() -> None:
         server_round=7, seed=9, clip_norm=0.1, noise_share_std=0.01, indicator_noise_share_std=0.2
     )
     ids = ["a", "b", "c", "d", "e", "f"]
-    cohort = run_device_rounds(GlobalModel(g, CFG, None), Cohort(ids, items, users), instr)
+    cohort = run_device_rounds(GlobalParameters(g, CFG, None), Cohort(ids, items, users), instr)
     for i in (0, 3, 5):
         alone = run_device_rounds(
-            GlobalModel(g, CFG, None), Cohort([ids[i]], [items[i]], users[i : i + 1]), instr
+            GlobalParameters(g, CFG, None), Cohort([ids[i]], [items[i]], users[i : i + 1]), instr
         )[0]
         for a, b in zip(alone.arrays, cohort[i].arrays, strict=True):
             np.testing.assert_allclose(a, b, atol=1e-5)
@@ -153,6 +155,6 @@ def test_mismatched_ids_raise() -> None:
     g, items, users = _setup(2)
     instr = RoundInstructions(server_round=1, seed=0, clip_norm=1.0, noise_share_std=0.0)
     with pytest.raises(ConfigError):
-        run_device_rounds(GlobalModel(g, CFG, None), Cohort([1], items, users), instr)
+        run_device_rounds(GlobalParameters(g, CFG, None), Cohort([1], items, users), instr)
     with pytest.raises(ConfigError):
-        run_device_rounds(GlobalModel(g, CFG, None), Cohort([1, 1], items, users), instr)
+        run_device_rounds(GlobalParameters(g, CFG, None), Cohort([1, 1], items, users), instr)

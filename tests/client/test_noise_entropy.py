@@ -23,7 +23,7 @@ from fedpers.client.device_round import (
 )
 from fedpers.client.model import ItemSide, ModelConfig, shared_arrays
 from fedpers.client.training.cohort import Cohort
-from fedpers.client.training.global_model import GlobalModel
+from fedpers.client.training.global_parameters import GlobalParameters
 from fedpers.client.wire import arrays_of
 from fedpers.privacy.dp.noise import device_rng
 from fedpers.privacy.errors import ConfigError
@@ -41,7 +41,7 @@ def _contributions(entropy: NoiseEntropy) -> list[list[np.ndarray]]:
     arrays = shared_arrays(ItemSide(CFG, seed=1))
     users = initial_user_vectors(5, [0, 1, 2], DIM)
     out = run_device_rounds(
-        GlobalModel(arrays, CFG, None), Cohort([0, 1, 2], items, users), NOISY, entropy
+        GlobalParameters(arrays, CFG, None), Cohort([0, 1, 2], items, users), NOISY, entropy
     )
     return [c.arrays for c in out]
 

@@ -9,7 +9,7 @@ import torch
 from fedpers.client.metrics import ranks_of
 from fedpers.client.model import ItemSide, ModelConfig, shared_arrays
 from fedpers.client.training.cohort import Cohort
-from fedpers.client.training.global_model import GlobalModel
+from fedpers.client.training.global_parameters import GlobalParameters
 from fedpers.client.training.local import (
     LocalTrainConfig,
     evaluate_devices,
@@ -37,8 +37,10 @@ def _cohort(m: int, seed: int = 0) -> list[np.ndarray]:
     return out
 
 
-def _model(cfg: ModelConfig, features: np.ndarray | None = None) -> GlobalModel:
-    return GlobalModel(shared_arrays(ItemSide(cfg, item_features=features, seed=3)), cfg, features)
+def _model(cfg: ModelConfig, features: np.ndarray | None = None) -> GlobalParameters:
+    return GlobalParameters(
+        shared_arrays(ItemSide(cfg, item_features=features, seed=3)), cfg, features
+    )
 
 
 def _users(m: int, dim: int = DIM) -> np.ndarray:
@@ -154,7 +156,7 @@ def test_training_learns_the_clusters() -> None:
     local = LocalTrainConfig(epochs=3, lr_item=0.1, lr_user=0.5, user_warmup=5)
     for r in range(15):
         ups = train_devices(
-            GlobalModel(g, cfg, None),
+            GlobalParameters(g, cfg, None),
             _devices(items, users),
             local,
             [r * 100 + i for i in range(40)],
@@ -210,7 +212,7 @@ def test_attribute_tower_is_trained() -> None:
     np.testing.assert_allclose(alone[0].delta[2], ups[1].delta[2], atol=1e-5)
     with pytest.raises(ConfigError):
         train_devices(
-            GlobalModel(model.arrays, cfg, None),
+            GlobalParameters(model.arrays, cfg, None),
             _devices(_cohort(3), _users(3)),
             LocalTrainConfig(),
             [1, 2, 3],
@@ -226,7 +228,7 @@ def test_shape_errors() -> None:
         train_devices(model, _devices(_cohort(2), _users(2)), LocalTrainConfig(), [1])
     with pytest.raises(ConfigError):
         train_devices(
-            GlobalModel(model.arrays[:1], cfg, None),
+            GlobalParameters(model.arrays[:1], cfg, None),
             _devices(_cohort(2), _users(2)),
             LocalTrainConfig(),
             [1, 2],
@@ -274,7 +276,7 @@ def test_fine_tuning_helps_a_user_with_a_clear_taste() -> None:
     emb = (rng.standard_normal((N_ITEMS, DIM)) * 0.1).astype(np.float32)
     emb[:20, 0] += 1.0
     g = [emb, np.zeros(N_ITEMS, np.float32)]
-    model = GlobalModel(g, cfg, None)
+    model = GlobalParameters(g, cfg, None)
     items = [np.arange(0, 15)] * 4
     held = np.array([15, 16, 17, 18])
     negs = np.tile(np.arange(20, 60), (4, 1))

@@ -9,7 +9,7 @@ import torch
 from fedpers.client.device_round import RoundInstructions, initial_user_vectors, run_device_rounds
 from fedpers.client.model import ItemSide, ModelConfig, shared_arrays
 from fedpers.client.training.cohort import Cohort
-from fedpers.client.training.global_model import GlobalModel
+from fedpers.client.training.global_parameters import GlobalParameters
 from fedpers.client.training.local import LocalTrainConfig
 from fedpers.privacy.dp.noise import server_rng
 from fedpers.privacy.errors import ConfigError
@@ -60,7 +60,7 @@ def test_one_round_is_the_pipeline_of_its_parts() -> None:
         server_round=1, seed=4, clip_norm=0.2, noise_share_std=0.0, local=LOCAL
     )
     contribs = run_device_rounds(
-        GlobalModel(g0, mc, None),
+        GlobalParameters(g0, mc, None),
         Cohort(ids, device_histories(split), initial_user_vectors(4, ids, 8)),
         instr,
     )

@@ -1,4 +1,8 @@
-"""The global model a round starts from: the shared arrays, their shape and the item attributes."""
+"""The global parameters a round starts from: the shared arrays, their shape, the item attributes.
+
+Not the published :class:`~fedpers.client.global_model.GlobalModel` (a saved model with its
+catalogue): this is what local training reads of it for one round.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,11 @@ import numpy as np
 
 from fedpers.client.model import ModelConfig
 
-__all__ = ["GlobalModel"]
+__all__ = ["GlobalParameters"]
 
 
 @dataclass(frozen=True)
-class GlobalModel:
+class GlobalParameters:
     """The global shared parameters every device of a round trains or is evaluated from.
 
     Shapes are checked where the model is used
