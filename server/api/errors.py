@@ -43,10 +43,8 @@ __all__ = [
     "ConflictError",
     "GoneError",
     "NotFoundError",
-    "PayloadTooLargeError",
     "PermissionDeniedError",
     "RateLimitedError",
-    "UnsupportedMediaTypeError",
     "document_problems",
     "install_error_handlers",
     "install_problem_openapi",
@@ -99,18 +97,6 @@ class GoneError(ApiError):
     """The user was erased (Art. 17) and the id is tombstoned (410)."""
 
     status = 410
-
-
-class PayloadTooLargeError(ApiError):
-    """The request body is over ``max_body_bytes`` (413)."""
-
-    status = 413
-
-
-class UnsupportedMediaTypeError(ApiError):
-    """A body that is not JSON (415)."""
-
-    status = 415
 
 
 class RateLimitedError(ApiError):
