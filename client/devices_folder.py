@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from fedpers.client.folder_entry import FolderEntry
+
 __all__ = ["DevicesFolder", "HoldoutSplit"]
 
 HoldoutSplit = Literal["test", "valid", "negatives"]
@@ -52,29 +54,15 @@ class DevicesFolder:
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
 
-    @property
-    def catalogue(self) -> Path:
-        """``catalogue.npz``: the public catalogue."""
-        return self.root / "catalogue.npz"
-
-    @property
-    def holdout(self) -> Path:
-        """``holdout/``: each device's held-out items (simulation only)."""
-        return self.root / "holdout"
+    catalogue = FolderEntry("catalogue.npz", "the public catalogue")
+    holdout = FolderEntry("holdout", "each device's held-out items (simulation only)")
 
     def holdout_file(self, split: HoldoutSplit) -> Path:
         """``holdout/<split>.npy``: one held-out array, indexed by device id."""
         return self.holdout / f"{split}.npy"
 
-    @property
-    def seed(self) -> Path:
-        """``seed.npz``: the population's interactions and simulated consent."""
-        return self.root / "seed.npz"
-
-    @property
-    def population(self) -> Path:
-        """``population.json``: the population's size and enrolment."""
-        return self.root / "population.json"
+    seed = FolderEntry("seed.npz", "the population's interactions and simulated consent")
+    population = FolderEntry("population.json", "the population's size and enrolment")
 
     def store(self, device_id: int) -> Path:
         """The store file of ``device_id`` (``device-0000042.db``)."""

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from fedpers.client.devices_folder import DevicesFolder
+from fedpers.client.folder_entry import FolderEntry
 from fedpers.privacy.errors import DataError, StoreError
 
 __all__ = ["RunDirectory"]
@@ -94,30 +95,11 @@ class RunDirectory:
 
     # -- the federation's files --------------------------------------------------------
 
-    @property
-    def config(self) -> Path:
-        """``config.json``: the federation configuration."""
-        return self.root / "config.json"
-
-    @property
-    def run_db(self) -> Path:
-        """``run.db``: the run database and model registry."""
-        return self.root / "run.db"
-
-    @property
-    def metrics(self) -> Path:
-        """``metrics.jsonl``: one JSON object per round."""
-        return self.root / "metrics.jsonl"
-
-    @property
-    def checkpoint(self) -> Path:
-        """``checkpoint.npz``: the latest checkpoint, from which a run resumes."""
-        return self.root / "checkpoint.npz"
-
-    @property
-    def models(self) -> Path:
-        """``models/``: the global model of every round."""
-        return self.root / "models"
+    config = FolderEntry("config.json", "the federation configuration")
+    run_db = FolderEntry("run.db", "the run database and model registry")
+    metrics = FolderEntry("metrics.jsonl", "one JSON object per round")
+    checkpoint = FolderEntry("checkpoint.npz", "the latest checkpoint, from which a run resumes")
+    models = FolderEntry("models", "the global model of every round")
 
     def model_file(self, round_: int) -> Path:
         """``models/round-NNNN.npz``: the global model of ``round_``."""
@@ -135,10 +117,7 @@ class RunDirectory:
                 return candidate
         return path
 
-    @property
-    def keys(self) -> Path:
-        """``keys/``: the secure-aggregation keys of a simulated run."""
-        return self.root / "keys"
+    keys = FolderEntry("keys", "the secure-aggregation keys of a simulated run")
 
     @property
     def devices(self) -> DevicesFolder:
@@ -166,57 +145,23 @@ class RunDirectory:
 
     # -- serving and audit -------------------------------------------------------------
 
-    @property
-    def api_db(self) -> Path:
-        """``api.db``: the API's database (``fedpers serve``'s default ``--db``)."""
-        return self.root / "api.db"
-
-    @property
-    def context_popularity(self) -> Path:
-        """``context_popularity.npz``: optional public per-context boosts (P11)."""
-        return self.root / "context_popularity.npz"
-
-    @property
-    def report_json(self) -> Path:
-        """``report.json``: the privacy audit's report."""
-        return self.root / "report.json"
-
-    @property
-    def report_html(self) -> Path:
-        """``report.html``: the privacy audit's report for people."""
-        return self.root / "report.html"
+    api_db = FolderEntry("api.db", "the API's database (``fedpers serve``'s default ``--db``)")
+    context_popularity = FolderEntry(
+        "context_popularity.npz", "optional public per-context boosts (P11)"
+    )
+    report_json = FolderEntry("report.json", "the privacy audit's report")
+    report_html = FolderEntry("report.html", "the privacy audit's report for people")
 
     # -- deployment and simulation runtime ---------------------------------------------
 
-    @property
-    def deployment_plan(self) -> Path:
-        """``deployment.json``: a deployment's plan (``fedpers deploy prepare``)."""
-        return self.root / "deployment.json"
-
-    @property
-    def tls(self) -> Path:
-        """``tls/``: a deployment's certificates."""
-        return self.root / "tls"
-
-    @property
-    def auth(self) -> Path:
-        """``auth/``: a deployment's SuperNode keys."""
-        return self.root / "auth"
-
-    @property
-    def flwr(self) -> Path:
-        """``flwr/``: a deployment's Flower homes and app."""
-        return self.root / "flwr"
-
-    @property
-    def logs(self) -> Path:
-        """``logs/``: a local deployment's process logs."""
-        return self.root / "logs"
-
-    @property
-    def ray_owner(self) -> Path:
-        """``ray_owner.json``: the process that owns a simulation's Ray cluster."""
-        return self.root / "ray_owner.json"
+    deployment_plan = FolderEntry(
+        "deployment.json", "a deployment's plan (``fedpers deploy prepare``)"
+    )
+    tls = FolderEntry("tls", "a deployment's certificates")
+    auth = FolderEntry("auth", "a deployment's SuperNode keys")
+    flwr = FolderEntry("flwr", "a deployment's Flower homes and app")
+    logs = FolderEntry("logs", "a local deployment's process logs")
+    ray_owner = FolderEntry("ray_owner.json", "the process that owns a simulation's Ray cluster")
 
     # -- reading -----------------------------------------------------------------------
 
