@@ -6,7 +6,8 @@ Nothing here decides anything: each route module owns its resource, the dependen
 
 The lifespan migrates the database, then starts the engine's
 :class:`~fedpers.server.api.model_state.ModelHolder` (it loads the run's latest model and
-polls the registry for new versions) and stops it at shutdown.
+polls the registry for new versions), moves what start-up created out of the garbage
+collector's full passes (``gc.freeze``), and stops the holder at shutdown.
 
 ``uvicorn --factory fedpers.server.api.main:app_from_env`` builds the app from
 ``FEDPERS_API_*`` environment variables: that is how ``fedpers serve --workers N`` starts
@@ -18,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
@@ -68,6 +70,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     open_api_db(settings.database_path).conn.close()
     holder: ModelHolder = app.state.model_holder
     holder.start()
+    # Everything alive now (the libraries, the app, the loaded model) lives as long as the
+    # process: keep it out of the cyclic collector's full passes, which otherwise stall
+    # every request for ~20 ms each time they run (measured; the tail of the latency).
+    gc.freeze()
     try:
         yield
     finally:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from functools import partial
 
+import anyio
 from fastapi import APIRouter, Response
-from starlette.concurrency import run_in_threadpool
 
 from fedpers.server.api.consent_store import load_user_consent
 from fedpers.server.api.errors import NotFoundError
@@ -35,10 +35,22 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
 
-#: Catalogues with more scoring work (items x dim) are ranked in the thread pool, so the
+#: Catalogues with more scoring work (items x dim) are ranked in a worker thread, so the
 #: event loop keeps parsing other requests meanwhile (numpy releases the GIL); smaller
 #: ones are ranked inline, which is cheaper than the thread hand-off.
 INLINE_WORK = 2_000_000
+#: At most this many large rankings run at once. Each streams the whole item table
+#: (25.6 MB at 100,000 x 64): two at once on a small machine thrash the cache and memory
+#: bandwidth, so a short burst would slow every request down and the queue would grow.
+RANKING_THREADS = 1
+_ranking_slots: list[anyio.CapacityLimiter] = []
+
+
+def _ranking_limiter() -> anyio.CapacityLimiter:
+    """The process's limiter of large rankings (created in the running event loop)."""
+    if not _ranking_slots:
+        _ranking_slots.append(anyio.CapacityLimiter(RANKING_THREADS))
+    return _ranking_slots[0]
 
 
 @router.post("/recommendations", response_model=RecommendationResponse)
@@ -93,7 +105,7 @@ async def post_recommendations(body: RecommendationRequest, ctx: ServingDep) -> 
         if served.n_items * served.dim <= INLINE_WORK:
             result = rank()
         else:
-            result = await run_in_threadpool(rank)
+            result = await anyio.to_thread.run_sync(rank, limiter=_ranking_limiter())
     record_recommendation(decision.basis)
     answer = RecommendationResponse(
         request_id=result.request_id,

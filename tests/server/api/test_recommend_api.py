@@ -175,3 +175,20 @@ def test_diversity_and_exploration_through_the_api(engine_api: Any) -> None:
     items = r.json()["items"]
     assert [i["explored"] for i in items] == [False] * 7 + [True] * 3
     assert len({i["item"] for i in items}) == 10
+
+
+def test_large_catalogue_path_ranks_in_a_worker_thread_with_the_same_answer(
+    engine_api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fedpers.server.api.routes import recommendations as route
+
+    engine_api.grant("alice", ALL)
+    inline = with_vector(engine_api, "alice", explain=True).json()
+    monkeypatch.setattr(route, "INLINE_WORK", 0)  # every catalogue counts as large
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: with_vector(engine_api, "alice", explain=True), range(8)))
+    for r in answers:
+        assert r.status_code == 200, r.text
+        assert r.json()["items"] == inline["items"]
