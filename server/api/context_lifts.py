@@ -22,8 +22,8 @@ cache that reads a context's counters at most once per ``ttl_s`` seconds
 request.
 
 Example:
-    >>> context_lift(np.array([0, 30]), np.array([0, 40]), 60, 400).round(2).tolist()
-    [0.0, 1.31]
+    >>> context_lift(np.array([0, 40]), np.array([0, 30]), 400, 60).round(2).tolist()
+    [0.0, 1.29]
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ import numpy as np
 import sqlite_utils
 
 __all__ = [
+    "MAX_CACHED",
     "MAX_LIFT",
     "PRIOR_IMPRESSIONS",
     "ContextLifts",
@@ -50,6 +51,10 @@ __all__ = [
 PRIOR_IMPRESSIONS = 20.0
 #: The largest lift (either sign) one ``key=value`` can add to an item's popularity.
 MAX_LIFT = 2.0
+
+#: At most this many (tenant, ``key=value``, model) entries are cached per process; the
+#: oldest go first (a context's ``device`` is free text, so the keys are not bounded).
+MAX_CACHED = 4096
 
 #: ``(model indices, lifts)`` of the items with counters in one context.
 SparseBoost = tuple[np.ndarray, np.ndarray]
@@ -116,7 +121,7 @@ class ContextLifts:
     """Per-process cache of the lifts of each (tenant, ``key=value``, served model).
 
     Thread-safe; an entry is re-read from the database once it is ``ttl_s`` old
-    (``ttl_s = 0``: every request reads).
+    (``ttl_s = 0``: every request reads), and at most :data:`MAX_CACHED` are kept.
     """
 
     def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
@@ -153,6 +158,9 @@ class ContextLifts:
             if entry is None or now - entry[0] >= self.ttl_s:
                 entry = (now, self._load(db, tenant, key, index))
                 with self._lock:
+                    self._entries.pop(cache_key, None)  # re-inserted as the newest
+                    while len(self._entries) >= MAX_CACHED:
+                        del self._entries[next(iter(self._entries))]
                     self._entries[cache_key] = entry
             if entry[1][0].size:
                 out.append(entry[1])

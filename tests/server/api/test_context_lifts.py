@@ -111,3 +111,16 @@ def test_cache_reads_a_context_once_per_ttl_and_never_another_tenants(
     assert sorted(moved.tolist()) == [4, 5]
     scores = add_boosts(np.zeros(10), [(positions, values)])
     assert scores[3] == by_item[3] and scores[4] == by_item[4] and scores[5] == 0.0
+
+
+def test_the_cache_stays_bounded_whatever_contexts_are_sent(
+    db: sqlite_utils.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fedpers.server.api import context_lifts
+
+    monkeypatch.setattr(context_lifts, "MAX_CACHED", 8)
+    lifts = ContextLifts(ttl_s=60.0, clock=lambda: 0.0)
+    for n in range(50):  # a client inventing device names
+        lifts.boosts(db, "t", {"device": f"d{n}"}, INDEX, "sha-1")
+    assert len(lifts._entries) == 8
+    assert ("t", "device=d49", "sha-1") in lifts._entries  # the newest are kept
