@@ -228,7 +228,7 @@ def run_device_rounds(
     """Train a cohort of devices and privatise each device's update.
 
     Args:
-        model: the global model of the round.
+        model: the round's global parameters (arrays, model shape, item attributes).
         cohort: the devices (their ids seed their random streams), their positives and
             their private user vectors (not modified).
         instructions: the round's instructions.

@@ -44,7 +44,7 @@ class GlobalRound:
     """What every device of a round starts from, as the coordinator's message gives it.
 
     Attributes:
-        model: the global model.
+        model: the round's global parameters (arrays, model shape, item attributes).
         instructions: the round's instructions.
     """
 

@@ -526,7 +526,7 @@ def train_devices(
     """Local training of a cohort of devices from the global shared parameters.
 
     Args:
-        model: the global model the devices start from.
+        model: the global parameters the devices start from.
         cohort: the devices, their positives and their private user vectors (not
             modified).
         config: local training hyperparameters.
@@ -580,7 +580,7 @@ def score_devices(
     (:func:`fedpers.client.session.session_vector`; ``cohort.items`` in time order).
 
     Args:
-        model: the global model.
+        model: the round's global parameters (arrays, model shape, item attributes).
         cohort: the devices, their positives (fine-tuning data) and their private user
             vectors (not modified).
         config: the fine-tuning hyperparameters.
@@ -644,7 +644,7 @@ def evaluate_devices(
     against the held-out item), as in :mod:`fedpers.simulation.evaluation.protocol`.
 
     Args:
-        model: the global model.
+        model: the round's global parameters (arrays, model shape, item attributes).
         cohort: the devices, their positives (fine-tuning data) and their private user
             vectors.
         held_out: ``int[m]`` held-out item per device; ``-1`` skips the device (NaN).
