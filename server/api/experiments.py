@@ -8,7 +8,6 @@
   (tenant, item) and per (tenant, experiment, variant). No row names a user or a request.
 - Rates carry Wilson score intervals (:func:`wilson_interval`), which stay inside
   ``[0, 1]`` and behave at zero and small counts.
-
 - Feedback that names its request context also increments sums per (tenant,
   ``key=value`` of the context, item): the contextual ranking's learned lifts
   (:mod:`fedpers.server.api.context_lifts`).

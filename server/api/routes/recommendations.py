@@ -43,14 +43,7 @@ INLINE_WORK = 2_000_000
 #: (25.6 MB at 100,000 x 64): two at once on a small machine thrash the cache and memory
 #: bandwidth, so a short burst would slow every request down and the queue would grow.
 RANKING_THREADS = 1
-_ranking_slots: list[anyio.CapacityLimiter] = []
-
-
-def _ranking_limiter() -> anyio.CapacityLimiter:
-    """The process's limiter of large rankings (created in the running event loop)."""
-    if not _ranking_slots:
-        _ranking_slots.append(anyio.CapacityLimiter(RANKING_THREADS))
-    return _ranking_slots[0]
+_RANKING_SLOTS = anyio.CapacityLimiter(RANKING_THREADS)  # one per process
 
 
 @router.post("/recommendations", response_model=RecommendationResponse)
@@ -105,7 +98,7 @@ async def post_recommendations(body: RecommendationRequest, ctx: ServingDep) -> 
         if served.n_items * served.dim <= INLINE_WORK:
             result = rank()
         else:
-            result = await anyio.to_thread.run_sync(rank, limiter=_ranking_limiter())
+            result = await anyio.to_thread.run_sync(rank, limiter=_RANKING_SLOTS)
     record_recommendation(decision.basis)
     answer = RecommendationResponse(
         request_id=result.request_id,
