@@ -8,6 +8,8 @@ still has the standard deviation the accountant counted on.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from flwr.app import Message
@@ -80,11 +82,9 @@ def test_unknown_noise_entropy_is_refused() -> None:
         ClientSettings().resolve({"noise-entropy": "none"})
 
 
-def _first_update(tmp_path: object, entropy: NoiseEntropy) -> list[np.ndarray]:
+def _first_update(tmp_path: Path, entropy: NoiseEntropy) -> list[np.ndarray]:
     """Device 0's reply to the first train message of a private, distributed-noise round."""
-    from pathlib import Path
-
-    run = Path(str(tmp_path)) / entropy
+    run = tmp_path / entropy
     data, split = synthetic_split(8, N_ITEMS, seed=1)
     pop = prepare_devices(run, data, split, seed=1)
     config = federation_config(
@@ -107,12 +107,9 @@ def _first_update(tmp_path: object, entropy: NoiseEntropy) -> list[np.ndarray]:
     return seen[0]
 
 
-def test_the_client_app_draws_its_share_as_the_node_is_configured(tmp_path: object) -> None:
-    from pathlib import Path
-
-    base = Path(str(tmp_path))
-    seeded = [_first_update(base / f"s{k}", "seeded") for k in range(2)]
-    device = [_first_update(base / f"d{k}", "device") for k in range(2)]
+def test_the_client_app_draws_its_share_as_the_node_is_configured(tmp_path: Path) -> None:
+    seeded = [_first_update(tmp_path / f"s{k}", "seeded") for k in range(2)]
+    device = [_first_update(tmp_path / f"d{k}", "device") for k in range(2)]
     for a, b in zip(*seeded, strict=True):
         np.testing.assert_array_equal(a, b)  # the same share on every run: recomputable
     assert not all(np.array_equal(a, b) for a, b in zip(*device, strict=True))
