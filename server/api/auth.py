@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -62,6 +63,8 @@ KEY_PREFIX = "fpk"
 SCOPES = ("serve", "admin")
 _TENANT = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _KEY = re.compile(r"^fpk_([0-9a-f]{12})_([A-Za-z0-9_-]{20,})$")
+#: The columns :func:`_live_key` reads, in its order.
+_KEY_COLUMNS = "key_id, tenant, name, scopes, rate_per_s, created_at, revoked_at"
 
 migrations = Migrations("fedpers.api.auth")
 
@@ -252,25 +255,31 @@ def authenticate(db: sqlite_utils.Database, presented: str | None) -> ApiKey:
             "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    match = _KEY.match(presented.strip())
+    presented = presented.strip()
+    match = _KEY.match(presented)
     if match is None:
         raise AuthenticationError(
             "malformed API key (expected fpk_<id>_<secret>)",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    cursor = db.execute(
-        "SELECT key_id, tenant, name, scopes, rate_per_s, created_at, revoked_at, key_sha256"
-        " FROM api_keys WHERE key_id = ?",
-        [match.group(1)],
-    )
-    row = cursor.fetchone()
-    digest = hash_key(presented.strip())
-    if row is None or row[6] is not None or not hmac.compare_digest(row[7], digest):
+    row = db.execute(
+        f"SELECT {_KEY_COLUMNS}, key_sha256 FROM api_keys WHERE key_id = ?", [match.group(1)]
+    ).fetchone()
+    if row is None or row[6] is not None or not hmac.compare_digest(row[7], hash_key(presented)):
         raise AuthenticationError(
             "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"}
         )
-    cols = [c[0] for c in cursor.description][:7]
-    return _row_key(dict(zip(cols, row[:7], strict=True)))
+    return _live_key(tuple(row[:7]))
+
+
+@functools.lru_cache(maxsize=256)
+def _live_key(row: tuple[Any, ...]) -> ApiKey:
+    """The :class:`ApiKey` of one ``api_keys`` row (``_KEY_COLUMNS``); cached per row.
+
+    The row is read on every request (a revocation counts at once); only turning an
+    unchanged row into an object is cached.
+    """
+    return _row_key(dict(zip(_KEY_COLUMNS.split(", "), row, strict=True)))
 
 
 def take_token(

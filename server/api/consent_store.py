@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import time
 from collections.abc import Iterable, Iterator
@@ -119,20 +120,37 @@ def is_tombstoned(db: sqlite_utils.Database, tenant: str, user_id: str) -> bool:
 
 
 def load_user_consent(db: sqlite_utils.Database, tenant: str, user_id: str) -> UserConsent:
-    """The consent ``tenant`` holds for ``user_id`` (unknown users: nothing granted)."""
-    if is_tombstoned(db, tenant, user_id):
-        return UserConsent(user_id, True, True, frozenset(), False, None, None)
+    """The consent ``tenant`` holds for ``user_id`` (unknown users: nothing granted).
+
+    One statement reads the tombstone and the consent row, so both come from the same
+    committed state (an erasure commits both changes at once).
+    """
     row = db.execute(
-        "SELECT granted, objection, policy_version, source, updated_at FROM consent_state "
-        "WHERE tenant = ? AND user_id = ?",
-        [tenant, user_id],
+        "SELECT EXISTS (SELECT 1 FROM tombstones WHERE tenant = ?1 AND tombstone = ?3), "
+        "c.granted, c.objection, c.policy_version, c.source, c.updated_at "
+        "FROM (SELECT 1) LEFT JOIN consent_state AS c ON c.tenant = ?1 AND c.user_id = ?2",
+        [tenant, user_id, tombstone_of(user_id)],
     ).fetchone()
-    if row is None:
+    if row[0]:
+        return UserConsent(user_id, True, True, frozenset(), False, None, None)
+    if row[1] is None:
         return UserConsent(user_id, False, False, frozenset(), False, None, None)
-    granted = parse_purposes(json.loads(row[0]))
     return UserConsent(
-        user_id, True, False, granted, bool(row[1]), row[2], float(row[4]), source=row[3]
+        user_id,
+        True,
+        False,
+        _stored_purposes(row[1]),
+        bool(row[2]),
+        row[3],
+        float(row[5]),
+        source=row[4],
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _stored_purposes(granted_json: str) -> frozenset[Purpose]:
+    """The purposes of a stored ``granted`` column (a JSON list; few distinct values)."""
+    return parse_purposes(json.loads(granted_json))
 
 
 @contextlib.contextmanager

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import queue
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -135,27 +134,32 @@ def write_transaction(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Databa
 
 
 class ConnectionPool:
-    """Connections of one process to one database, each lent to one request at a time."""
+    """Connections of one process to one database, each lent to one request at a time.
+
+    Idle connections sit on a list used as a stack (``list.pop`` and ``list.append`` are
+    atomic, so worker threads and the event loop can share it without a lock).
+    """
 
     def __init__(self, path: Path, max_idle: int = 16) -> None:
         """Lend connections to ``path`` (the schema must be migrated already)."""
         self.path = Path(path)
-        self._idle: queue.LifoQueue[sqlite_utils.Database] = queue.LifoQueue(maxsize=max_idle)
+        self.max_idle = int(max_idle)
+        self._idle: list[sqlite_utils.Database] = []
 
     def acquire(self) -> sqlite_utils.Database:
         """An idle connection, or a new one."""
         try:
-            return self._idle.get_nowait()
-        except queue.Empty:
+            return self._idle.pop()
+        except IndexError:
             return connect(self.path)
 
     def release(self, db: sqlite_utils.Database) -> None:
         """Give ``db`` back (a transaction left open is rolled back first)."""
         if db.conn.in_transaction:
             db.conn.rollback()
-        try:
-            self._idle.put_nowait(db)
-        except queue.Full:
+        if len(self._idle) < self.max_idle:
+            self._idle.append(db)
+        else:
             db.conn.close()
 
     @contextlib.contextmanager
@@ -171,6 +175,6 @@ class ConnectionPool:
         """Close every idle connection."""
         while True:
             try:
-                self._idle.get_nowait().conn.close()
-            except queue.Empty:
+                self._idle.pop().conn.close()
+            except IndexError:
                 return
