@@ -10,7 +10,8 @@ hidden by coordinated omission).
    (targets: p99 <= 10 ms and <= 25 ms).
 2. Sustained maximum throughput (closed loop) of the recommendation route against a
    trivial FastAPI endpoint (``api_trivial_app.py``) served the same way in the same run
-   (target: ratio >= 0.5).
+   (target: ratio >= 0.5), for the request mix and for each kind of request alone
+   (``by_kind``: user vector, events folded in, unknown user).
 3. A soak at ``--rate`` for ``--soak-s`` seconds: server RSS over time and errors
    (target: flat memory, zero errors).
 
@@ -367,12 +368,20 @@ def throughput_phase(
 ) -> dict[str, Any]:
     """Closed-loop maximum of the recommendation route and of the trivial endpoint."""
     port = free_port()
+    kinds = _bodies_by_kind(body_file, tmp)
+    by_kind: dict[str, float] = {}
     with server(serve_cmd(run, port), port, env, tmp / "serve-tp.log"):
         log(f"throughput: recommendations, {args.connections} connections")
         recs = loadgen(
             "closed", port, key, body_file, duration=args.throughput_s,
             connections=args.connections, warmup=args.warmup_s,
         )  # fmt: skip
+        for kind, kind_file in kinds.items():
+            log(f"throughput: {kind} requests only")
+            by_kind[kind] = loadgen(
+                "closed", port, key, kind_file, duration=args.throughput_s,
+                connections=args.connections, warmup=args.warmup_s,
+            )["throughput_rps"]  # fmt: skip
     port = free_port()
     with server(trivial_cmd(port), port, env, tmp / "trivial.log"):
         log("throughput: trivial endpoint")
@@ -386,10 +395,28 @@ def throughput_phase(
         "trivial_rps": round(trivial["throughput_rps"], 1),
         "trivial_errors": trivial["errors"],
         "ratio": round(recs["throughput_rps"] / trivial["throughput_rps"], 3),
+        "by_kind": {
+            kind: {"rps": round(rps, 1), "ratio": round(rps / trivial["throughput_rps"], 3)}
+            for kind, rps in by_kind.items()
+        },
         "connections": args.connections,
         "duration_s": args.throughput_s,
     }
     log(f"throughput: {out}")
+    return out
+
+
+def _bodies_by_kind(body_file: Path, tmp: Path) -> dict[str, Path]:
+    """The mix's bodies split by kind of request, one file each (for the ratio per kind)."""
+    kinds: dict[str, list[dict[str, Any]]] = {"user_vector": [], "events": [], "unknown": []}
+    for body in json.loads(body_file.read_text()):
+        state = body.get("personal_state") or {}
+        kind = "user_vector" if "user_vector" in state else "events" if state else "unknown"
+        kinds[kind].append(body)
+    out = {}
+    for kind, items in kinds.items():
+        out[kind] = tmp / f"bodies-{kind}.json"
+        out[kind].write_text(json.dumps(items))
     return out
 
 
