@@ -31,9 +31,19 @@ class ConsentManager:
         clock: source of epoch seconds for the time of each change.
 
     Example:
-        >>> consent = ConsentManager(store)  # doctest: +SKIP
-        >>> consent.grant("P1", "P5", Purpose.USE_PROFILES)
-        >>> consent.withdraw(5)  # profiling stops now
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> folder = tempfile.TemporaryDirectory()
+        >>> store = EventStore.create(Path(folder.name) / "device.db", ["i1", "i2"])
+        >>> consent = ConsentManager(store)
+        >>> sorted(consent.grant("P1", "P5", Purpose.USE_PROFILES).granted)
+        [<Purpose.STORE_ACCESS: 1>, <Purpose.CREATE_PROFILES: 5>, <Purpose.USE_PROFILES: 6>]
+        >>> sorted(consent.withdraw(5).granted)  # profiling stops now
+        [<Purpose.STORE_ACCESS: 1>, <Purpose.USE_PROFILES: 6>]
+        >>> [entry.action for entry in consent.log()]
+        ['grant', 'withdraw']
+        >>> store.close()
+        >>> folder.cleanup()
     """
 
     def __init__(self, store: EventStore, clock: Callable[[], float] = time.time) -> None:

@@ -91,9 +91,25 @@ class Personalizer:
     """Real-time personalization over one device store and one global model.
 
     Example:
-        >>> p = Personalizer(store, model)              # doctest: +SKIP
-        >>> p.record(Event("42", "click", 1.0, 1.7e9))  # doctest: +SKIP
-        >>> [r.item for r in p.recommend(10)]           # doctest: +SKIP
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from fedpers.client.consent import ConsentManager
+        >>> from fedpers.client.model_layout import ModelConfig
+        >>> items = ["a1", "a2", "b1", "b2"]  # the a items point one way, the b items another
+        >>> vectors = np.array([[1, 0], [1, 0], [0, 1], [0, 1]], dtype=np.float32)
+        >>> config = ModelConfig(n_items=4, dim=2)
+        >>> model = GlobalModel.from_arrays(config, [vectors, np.zeros(4, np.float32)], items)
+        >>> folder = tempfile.TemporaryDirectory()
+        >>> store = EventStore.create(Path(folder.name) / "device.db", items)
+        >>> _ = ConsentManager(store).grant("P1", "P5", "P6")
+        >>> p = Personalizer(store, model)
+        >>> [r.basis for r in p.recommend(2)]  # no profile yet
+        ['popular', 'popular']
+        >>> p.record(Event("b1", "click", 1.0, 1.7e9))
+        >>> [(r.item, r.basis, r.explanation) for r in p.recommend(1)]
+        [('b2', 'personalised', 'because you interacted with b1')]
+        >>> store.close()
+        >>> folder.cleanup()
     """
 
     def __init__(

@@ -27,8 +27,13 @@ def private_file(path: Path, mode: Literal["w", "wb"], suffix: str = ".tmp") -> 
         suffix: the temporary file's suffix (some writers look at it).
 
     Example:
-        >>> with private_file(Path("export.json"), "w") as handle:  # doctest: +SKIP
-        ...     handle.write("{}")
+        >>> folder = tempfile.TemporaryDirectory()
+        >>> path = Path(folder.name) / "export.json"
+        >>> with private_file(path, "w") as handle:
+        ...     _ = handle.write("{}")
+        >>> path.read_text(), oct(path.stat().st_mode & 0o777)
+        ('{}', '0o600')
+        >>> folder.cleanup()
     """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     try:

@@ -8,9 +8,17 @@ migrates, and reads older schemas as they are: a store without a ``ledger`` or
 ``personal_state`` table simply has no ledger or personal state.
 
 Example:
-    >>> with ReadOnlyStore.open(path) as store:  # doctest: +SKIP
+    >>> import tempfile
+    >>> from fedpers.client.consent import ConsentManager
+    >>> from fedpers.client.store import EventStore
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> path = Path(folder.name) / "device.db"
+    >>> with EventStore.create(path, ["i1", "i2"]) as device:
+    ...     _ = ConsentManager(device).grant("P1")
+    >>> with ReadOnlyStore.open(path) as store:
     ...     store.consent(), store.epsilon_spent()
     (ConsentState(granted=frozenset({<Purpose.STORE_ACCESS: 1>}), ...), None)
+    >>> folder.cleanup()
 """
 
 from __future__ import annotations

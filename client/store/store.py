@@ -75,9 +75,20 @@ class EventStore:
     processes may open the same file (SQLite locking, 5 s busy timeout).
 
     Example:
-        >>> store = EventStore.create(path, ["i1", "i2", "i3"])  # doctest: +SKIP
-        >>> ConsentManager(store).grant(Purpose.STORE_ACCESS, Purpose.CREATE_PROFILES)
-        >>> store.append(Event("i2", EventType.CLICK, 1.0, time.time()))
+        >>> import tempfile
+        >>> from fedpers.client.consent import ConsentManager
+        >>> from fedpers.client.store import EventType
+        >>> folder = tempfile.TemporaryDirectory()
+        >>> store = EventStore.create(Path(folder.name) / "device.db", ["i1", "i2", "i3"])
+        >>> state = ConsentManager(store).grant(Purpose.STORE_ACCESS, Purpose.CREATE_PROFILES)
+        >>> sorted(state.granted)
+        [<Purpose.STORE_ACCESS: 1>, <Purpose.CREATE_PROFILES: 5>]
+        >>> store.append(Event("i2", EventType.CLICK, 1.0, time.time()))  # the event's id
+        1
+        >>> store.history()
+        ['i2']
+        >>> store.close()
+        >>> folder.cleanup()
     """
 
     def __init__(self, path: Path, db: Database) -> None:

@@ -6,13 +6,19 @@ library) is reported the same way: ``error: MESSAGE`` on one line of stderr, exi
 Nothing else in the package prints errors or calls :func:`sys.exit` for them.
 
 Example:
+    >>> import contextlib
     >>> import typer
     >>> demo = typer.Typer()
     >>> @demo.command()
     ... def hello(n: int = typer.Option(1, min=1)) -> None:
     ...     print("hello" * n)
-    >>> run_app(demo, ["--n", "0"], prog_name="demo")  # doctest: +SKIP
+    >>> try:
+    ...     with contextlib.redirect_stderr(sys.stdout):  # show the stderr line here
+    ...         run_app(demo, ["--n", "0"], prog_name="demo")
+    ... except SystemExit as stop:
+    ...     print("exit code", stop.code)
     error: Invalid value for '--n': 0 is not in the range x>=1. (see demo --help)
+    exit code 2
 """
 
 from __future__ import annotations

@@ -41,7 +41,14 @@ def popularity_scorer(split: LeaveOneOutSplit, target: Target = "test") -> Score
         ``scorer(users) -> float[len(users), n_items]`` (identical rows).
 
     Example:
-        >>> # evaluate(popularity_scorer(split), split)   # doctest: +SKIP
+        >>> from fedpers.simulation.data import SyntheticConfig, generate_synthetic
+        >>> from fedpers.simulation.evaluation.protocol import evaluate, leave_one_out
+        >>> data = generate_synthetic(SyntheticConfig(n_users=100, n_items=50, seed=1))
+        >>> split = leave_one_out(data)
+        >>> popularity_scorer(split)(np.array([0, 1])).shape  # one row per user
+        (2, 50)
+        >>> round(evaluate(popularity_scorer(split), split).hr10_full, 2)
+        0.69
     """
     counts = popularity_counts(split, target)
 
