@@ -1,14 +1,13 @@
-"""load_dataset dispatch and the runnable examples in the data modules' docstrings."""
+"""load_dataset dispatch (the docstring examples run in tests/test_docstring_examples.py)."""
 
 from __future__ import annotations
 
-import doctest
 from pathlib import Path
 
 import pytest
 
 from fedpers.privacy.errors import DataError
-from fedpers.simulation.data import SyntheticConfig, load_dataset, loader, synthetic
+from fedpers.simulation.data import SyntheticConfig, load_dataset
 
 
 def test_synthetic_by_name_uses_seed() -> None:
@@ -40,9 +39,3 @@ def test_unknown_spec_and_missing_file(tmp_path: Path) -> None:
         load_dataset("ml-1m")
     with pytest.raises(DataError, match=r"no such file"):
         load_dataset(str(tmp_path / "absent.csv"))
-
-
-@pytest.mark.parametrize("module", [loader, synthetic])
-def test_docstring_examples_run(module: object) -> None:
-    result = doctest.testmod(module)  # type: ignore[arg-type]
-    assert result.attempted > 0 and result.failed == 0
