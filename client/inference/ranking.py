@@ -53,6 +53,11 @@ BLOCK_SEARCH_MIN = 4096
 #: ``8 k`` blocks; below :data:`MIN_SEARCH_BLOCK` items a full partial sort is used).
 SEARCH_BLOCK = 256
 MIN_SEARCH_BLOCK = 16
+#: Smaller catalogues are searched through ``STRIDED_GROUPS * k`` groups of items, item
+#: ``i`` in group ``i % (STRIDED_GROUPS * k)`` (see :func:`_strided_search`).
+STRIDED_GROUPS = 4
+#: Up to this many candidates are sorted outright; more (many ties) are partitioned first.
+SORT_CANDIDATES_MAX = 256
 
 
 @dataclass(frozen=True)
@@ -190,6 +195,35 @@ def _best_first(candidates: np.ndarray, values: np.ndarray, k: int) -> np.ndarra
     return out
 
 
+def _strided_search(scores: np.ndarray, mask: np.ndarray, k: int) -> np.ndarray | None:
+    """What :func:`_best_first` gives over all of ``mask``, found among a few candidates.
+
+    Item ``i`` belongs to group ``i % groups`` (the columns of a ``[rows, groups]`` view:
+    no copy, one reduction). The ``k``-th largest group maximum is at most the ``k``-th
+    best score, so the items scoring at least that much hold the whole answer, ties
+    included, and only they are sorted. ``None`` (use the full search) when that
+    cannot be told: integer scores, too few items per group, fewer than ``k`` groups
+    with a candidate, or a NaN candidate (the full search orders NaN its own way).
+    """
+    n = scores.size
+    groups = STRIDED_GROUPS * k
+    rows = n // groups if k > 0 else 0
+    if rows < 2 or scores.dtype.kind != "f":
+        return None
+    # All True (no history, no filter): read the scores in place.
+    values = scores if np.count_nonzero(mask) == n else np.where(mask, scores, -np.inf)
+    group_max = np.maximum.reduce(values[: rows * groups].reshape(rows, groups), axis=0)
+    bound = np.partition(group_max, groups - k)[groups - k]
+    if np.isnan(np.maximum.reduce(values)) or bound == -np.inf:
+        return None
+    candidates = np.flatnonzero(values >= bound)
+    if candidates.size > SORT_CANDIDATES_MAX:
+        return _best_first(candidates, values[candidates], k)
+    order = np.lexsort((candidates, -values[candidates]))[:k]
+    out: np.ndarray = candidates[order].astype(np.int64, copy=False)
+    return out
+
+
 def top_indices(scores: np.ndarray, mask: np.ndarray, k: int) -> np.ndarray:
     """Indices of the ``k`` highest ``scores`` among ``mask``, best first (exact).
 
@@ -197,7 +231,10 @@ def top_indices(scores: np.ndarray, mask: np.ndarray, k: int) -> np.ndarray:
     Catalogues of :data:`BLOCK_SEARCH_MIN` items or more are searched in blocks of
     up to :data:`SEARCH_BLOCK`: the ``k``-th largest block maximum bounds the ``k``-th best score
     from below, so only blocks whose maximum reaches it can hold an answer and the
-    partial sort runs over those few blocks instead of the whole catalogue.
+    partial sort runs over those few blocks instead of the whole catalogue. Smaller
+    catalogues use the same bound over strided groups of items (:func:`_strided_search`:
+    half the time of the partial sort of all 1,682 scores of MovieLens 100k), or that
+    partial sort when the bound does not apply.
 
     Args:
         scores: ``[items]`` finite scores.
@@ -212,6 +249,10 @@ def top_indices(scores: np.ndarray, mask: np.ndarray, k: int) -> np.ndarray:
         [1, 2]
     """
     n = scores.size
+    if n < BLOCK_SEARCH_MIN:
+        found = _strided_search(scores, mask, k)
+        if found is not None:
+            return found
     size = min(SEARCH_BLOCK, n // (8 * k)) if k > 0 else 0  # at least 8 k blocks
     if n < BLOCK_SEARCH_MIN or size < MIN_SEARCH_BLOCK:
         candidates = np.flatnonzero(mask)
@@ -249,7 +290,12 @@ def select_items(
     Otherwise maximal marginal relevance over a shortlist of the ``max(10 k, 100)`` most
     relevant candidates: each pick maximises ``(1 - diversity) * relevance - diversity *
     max cosine similarity to the items already picked``, relevance min-max scaled over the
-    shortlist.
+    shortlist (first index on ties).
+
+    Each pick computes the similarities to the item just picked as ``vecs @ vecs[best]``
+    (one matrix-vector product: a row of ``vecs @ vecs.T`` may differ in the last bits)
+    and keeps their running maximum; a redundancy that is not finite counts as 0, a
+    check that is skipped when no dot product of the shortlist can overflow.
 
     Args:
         scores: ``[items]`` scores on any scale.
@@ -264,24 +310,42 @@ def select_items(
         Model indices, at most ``k``.
     """
     if diversity == 0.0:
-        return [int(i) for i in top_indices(scores, mask, k)]
+        chosen: list[int] = top_indices(scores, mask, k).tolist()
+        return chosen
     pool = top_indices(scores, mask, max(10 * k, 100))
     if pool.size == 0:
         return []
     k = min(k, pool.size)
     rel = scores[pool]
-    rel = (rel - rel.min()) / (np.ptp(rel) or 1.0)
+    low = np.minimum.reduce(rel)
+    rel = (rel - low) / ((np.maximum.reduce(rel) - low) or 1.0)
     vecs = unit_rows(item_vectors[pool]) if unit_vectors is None else unit_vectors[pool]
-    chosen: list[int] = []
+    gain = (1.0 - diversity) * rel  # the relevance term, the same at every pick
+    picks = np.empty(k, dtype=np.intp)
+    best = picks[0] = int(gain.argmax())  # nothing picked yet: no redundancy
     max_sim = np.full(pool.size, -np.inf)
-    for _ in range(k):
-        redundancy = np.where(np.isfinite(max_sim), max_sim, 0.0)
-        value = (1.0 - diversity) * rel - diversity * redundancy
-        value[chosen] = -np.inf
-        best = int(np.argmax(value))
-        chosen.append(best)
+    weight = np.asarray(diversity, dtype=np.result_type(diversity, max_sim.dtype))
+    finite = _finite_dot_products(vecs)
+    for i in range(1, k):
+        gain[best] = -np.inf  # never again: -inf minus diversity * a finite redundancy
         max_sim = np.maximum(max_sim, vecs @ vecs[best])
-    return [int(pool[i]) for i in chosen]
+        redundancy = max_sim if finite else np.where(np.isfinite(max_sim), max_sim, 0.0)
+        best = picks[i] = int((gain - weight * redundancy).argmax())
+    selected: list[int] = pool[picks].tolist()
+    return selected
+
+
+def _finite_dot_products(vectors: np.ndarray) -> bool:
+    """Whether every dot product of two float rows is finite, whatever the summation order.
+
+    True when the rows are finite and ``dim * max|v|^2`` stays far below the dtype's
+    largest value: no product or partial sum can then overflow.
+    """
+    if vectors.dtype.kind != "f":
+        return False
+    largest = float(np.abs(vectors).max(initial=0.0))
+    dim = max(int(vectors.shape[-1]), 1)
+    return largest * largest * dim < float(np.finfo(vectors.dtype).max) / 4.0
 
 
 def explain_items(
