@@ -32,22 +32,8 @@ FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 # until its entry goes.
 KNOWN_FAILURES: dict[str, str] = {}
 
-# Modules whose every example is marked +SKIP, and why. Their examples are not checked;
-# the notes after "owner:" say what is wrong with them if run (server/api is not ours).
+# Modules whose every example is marked +SKIP, and why. Their examples are not checked.
 ALL_SKIPPED: dict[str, str] = {
-    "fedpers.server.api.consent_store": (
-        "needs an API database and a ledger key; owner: the module example calls grant(), "
-        "which does not exist (change_consent(db, key, tenant, user, 'grant', purposes)), "
-        "and change_consent's example shows no output though it returns a UserConsent"
-    ),
-    "fedpers.server.api.db": (
-        "writes a database file; owner: it could run in a temporary folder, but it "
-        "executes the placeholder 'INSERT INTO ...'"
-    ),
-    "fedpers.server.api.main": (
-        "needs a run directory; owner: create_app() raises ConfigError unless the ledger "
-        "key file exists (fedpers serve creates it on first start)"
-    ),
     "fedpers.server.api.model_state": (
         "needs a run directory with a published model, and starts a reload thread"
     ),

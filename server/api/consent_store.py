@@ -14,9 +14,19 @@ recognised again (later writes answer 410 Gone, the federation skips the device)
 being stored. The tables are in :mod:`fedpers.server.api.consent_schema`.
 
 Example:
-    >>> grant(db, key, "shop-a", "u-1", [1, 5, 6], policy_version="v3")  # doctest: +SKIP
-    >>> load_user_consent(db, "shop-a", "u-1").granted  # doctest: +SKIP
-    frozenset({<Purpose.STORE_ACCESS: 1>, ...})
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from fedpers.server.api.db import open_api_db
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> db, key = open_api_db(Path(folder.name) / "api.db"), b"ledger-hmac-key"
+    >>> _ = change_consent(db, key, "shop-a", "u-1", "grant", [1, 5, 6], policy_version="v3")
+    >>> sorted(int(p) for p in load_user_consent(db, "shop-a", "u-1").granted)
+    [1, 5, 6]
+    >>> erase_user(db, key, "shop-a", "u-1")["erased"]
+    True
+    >>> load_user_consent(db, "shop-a", "u-1").erased
+    True
+    >>> db.conn.close(); folder.cleanup()
 """
 
 from __future__ import annotations
@@ -257,8 +267,7 @@ def change_consent(
 
     A withdrawal is as easy as a grant and effective for the next request.
 
-    Example:
-        >>> change_consent(db, key, "shop-a", "u-1", "grant", [1, 5, 6])  # doctest: +SKIP
+    See the module's example.
 
     Raises:
         DataError: an unknown action or purpose, or a bad user id.

@@ -13,9 +13,23 @@ writers wait up to the busy timeout instead of failing half-way), and SQLite's W
 readers run while one writer commits. A failed write rolls back whole.
 
 Example:
-    >>> db = open_api_db(Path("/tmp/fedpers-doc-api.db"))  # doctest: +SKIP
-    >>> with write_transaction(db):                         # doctest: +SKIP
-    ...     db.execute("INSERT INTO ...")
+    >>> import tempfile
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> db = open_api_db(Path(folder.name) / "api.db")
+    >>> db.conn.execute("PRAGMA journal_mode").fetchone()[0]
+    'wal'
+    >>> with write_transaction(db):
+    ...     _ = db.execute("CREATE TABLE notes (text TEXT)")
+    ...     _ = db.execute("INSERT INTO notes VALUES ('kept')")
+    >>> try:
+    ...     with write_transaction(db):
+    ...         _ = db.execute("INSERT INTO notes VALUES ('rolled back')")
+    ...         raise ValueError("the request failed half-way")
+    ... except ValueError:
+    ...     pass
+    >>> [row[0] for row in db.execute("SELECT text FROM notes")]
+    ['kept']
+    >>> db.conn.close(); folder.cleanup()
 """
 
 from __future__ import annotations

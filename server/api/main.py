@@ -13,8 +13,22 @@ collector's full passes (``gc.freeze``), and stops the holder at shutdown.
 ``FEDPERS_API_*`` environment variables: that is how ``fedpers serve --workers N`` starts
 each worker.
 
-Example:
-    >>> app = create_app(ApiSettings(run_dir=Path("runs/r1")))  # doctest: +SKIP
+Example (``fedpers serve`` creates the ledger key on its first start):
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from fedpers.server.api.settings import create_ledger_key
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> settings = ApiSettings(run_dir=Path(folder.name))
+    >>> create_app(settings)
+    Traceback (most recent call last):
+    ...
+    fedpers.privacy.errors.ConfigError: ...
+    >>> create_ledger_key(settings.ledger_key_file)
+    True
+    >>> app = create_app(settings)
+    >>> "/v1/recommendations" in app.openapi()["paths"]
+    True
+    >>> folder.cleanup()
 """
 
 from __future__ import annotations
