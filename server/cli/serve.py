@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
+import click
 import typer
 
 from fedpers.privacy.errors import ConfigError
@@ -27,6 +28,8 @@ __all__ = ["DEMO_KEY_NAME", "DEMO_TENANT", "serve_app"]
 
 DEMO_TENANT = "demo"
 DEMO_KEY_NAME = "demo page (fedpers serve --demo)"
+#: What --log-level accepts (the service's settings take the same).
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 serve_app = typer.Typer(
     help=(
@@ -138,10 +141,21 @@ def serve(
     ] = False,
     reload_interval: Annotated[
         float,
-        typer.Option("--reload-interval", help="Seconds between model registry polls (0: never)."),
+        typer.Option(
+            "--reload-interval",
+            min=0.0,
+            envvar="FEDPERS_API_RELOAD_INTERVAL_S",
+            help="Seconds between model registry polls (0: never).",
+        ),
     ] = 2.0,
     log_level: Annotated[
-        str, typer.Option("--log-level", help="debug, info, warning or error.")
+        str,
+        typer.Option(
+            "--log-level",
+            envvar="FEDPERS_API_LOG_LEVEL",
+            click_type=click.Choice(LOG_LEVELS, case_sensitive=False),
+            help="How much the service logs (info: one JSON object per request).",
+        ),
     ] = "info",
 ) -> None:
     """Start the API (uvicorn) on a run directory; see `fedpers serve --help`."""

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from fedpers.server.api.auth import authenticate
@@ -61,6 +62,8 @@ def test_cli_errors_are_one_line_exit_2(tiny_run: Path, tmp_path: Path) -> None:
         (["serve"], "--run"),
         (["serve", "--run", str(tmp_path)], "not a run directory"),
         (["serve", "--run", str(tiny_run), "--port", "0"], "--port"),
+        (["serve", "--run", str(tiny_run), "--log-level", "loud"], "--log-level"),
+        (["serve", "--run", str(tiny_run), "--reload-interval", "-1"], "--reload-interval"),
         (["serve", "keys", "create", "--tenant", "x"], "give --run RUN_DIR or --db PATH"),
         (["serve", "keys", "create", "--run", str(tiny_run), "--tenant", "Bad Name"], "tenant"),
         (["serve", "keys", "create", "--run", str(tiny_run), "--tenant", "t", "--scope", "root"],
@@ -75,6 +78,29 @@ def test_cli_errors_are_one_line_exit_2(tiny_run: Path, tmp_path: Path) -> None:
             args,
             r.stderr,
         )
+
+
+def test_serve_reads_its_log_level_and_reload_interval_from_the_environment(
+    tiny_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``FEDPERS_API_*`` settings reach the service unless the option is given."""
+    from fedpers.server.cli import serve as serve_cli
+
+    started: list[tuple[dict[str, str], str]] = []
+    monkeypatch.setattr(
+        serve_cli, "_run_uvicorn", lambda env, **kw: started.append((env, kw["log_level"]))
+    )
+    environment = {"FEDPERS_API_LOG_LEVEL": "warning", "FEDPERS_API_RELOAD_INTERVAL_S": "7.5"}
+    r = runner.invoke(app, ["serve", "--run", str(tiny_run)], env=environment)
+    assert r.exit_code == 0, r.output
+    env, level = started[-1]
+    assert level == "warning" and env["FEDPERS_API_LOG_LEVEL"] == "warning"
+    assert env["FEDPERS_API_RELOAD_INTERVAL_S"] == "7.5"
+    r = runner.invoke(
+        app, ["serve", "--run", str(tiny_run), "--log-level", "ERROR"], env=environment
+    )
+    assert r.exit_code == 0, r.output
+    assert started[-1][1] == "error"
 
 
 def test_serve_help_has_examples_and_fedpers_help_stays_light() -> None:
