@@ -11,7 +11,9 @@ hidden by coordinated omission).
 2. Sustained maximum throughput (closed loop) of the recommendation route against a
    trivial FastAPI endpoint (``api_trivial_app.py``) served the same way in the same run
    (target: ratio >= 0.5), for the request mix and for each kind of request alone
-   (``by_kind``: user vector, events folded in, unknown user).
+   (``by_kind``: user vector, events folded in, unknown user), and of the same app with
+   its ranking precomputed (``free_ranking``, ``api_free_ranking_app.py``): the ceiling
+   of any ranking speed-up.
 3. A soak at ``--rate`` for ``--soak-s`` seconds: server RSS over time and errors
    (target: flat memory, zero errors).
 
@@ -234,6 +236,15 @@ def trivial_cmd(port: int) -> list[str]:
     ]  # fmt: skip
 
 
+def free_ranking_cmd(port: int) -> list[str]:
+    """The real app with its ranking precomputed (``api_free_ranking_app.py``)."""
+    return [
+        sys.executable, "-m", "uvicorn", "--factory", "api_free_ranking_app:create",
+        "--app-dir", str(HERE), "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--log-level", "warning", "--no-access-log",
+    ]  # fmt: skip
+
+
 def loadgen(mode: str, port: int, key: str | None, body_file: Path, **opts: Any) -> dict[str, Any]:
     cmd = [sys.executable, str(HERE / "api_loadgen.py"), mode, "--port", str(port)]
     cmd += ["--bodies", str(body_file)]
@@ -384,6 +395,14 @@ def throughput_phase(
                 connections=args.connections, warmup=args.warmup_s,
             )["throughput_rps"]  # fmt: skip
     port = free_port()
+    free_env = {**env, "FEDPERS_API_RUN_DIR": str(run), "FEDPERS_API_LOG_LEVEL": "info"}
+    with server(free_ranking_cmd(port), port, free_env, tmp / "free-ranking.log"):
+        log("throughput: the service with its ranking precomputed")
+        free = loadgen(
+            "closed", port, key, body_file, duration=args.throughput_s,
+            connections=args.connections, warmup=args.warmup_s,
+        )  # fmt: skip
+    port = free_port()
     with server(trivial_cmd(port), port, env, tmp / "trivial.log"):
         log("throughput: trivial endpoint")
         trivial = loadgen(
@@ -396,6 +415,9 @@ def throughput_phase(
         "trivial_rps": round(trivial["throughput_rps"], 1),
         "trivial_errors": trivial["errors"],
         "ratio": round(recs["throughput_rps"] / trivial["throughput_rps"], 3),
+        "free_ranking_rps": round(free["throughput_rps"], 1),
+        "free_ranking_ratio": round(free["throughput_rps"] / trivial["throughput_rps"], 3),
+        "free_ranking_errors": free["errors"],
         "by_kind": {
             kind: {"rps": round(rps, 1), "ratio": round(rps / trivial["throughput_rps"], 3)}
             for kind, rps in by_kind.items()

@@ -37,8 +37,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +45,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import bench_api  # noqa: E402  (the same run, key, consent and request mix)
+from api_free_ranking_app import ranking_precomputed  # noqa: E402
 
 Asgi = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
@@ -173,7 +173,7 @@ async def _measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     headers = [(b"authorization", f"Bearer {key}".encode()), json_type]
     async with service_app.router.lifespan_context(service_app):
         service = await _cpu_per_request(service_app, bodies, headers, args.requests)
-        with _ranking_precomputed():
+        with ranking_precomputed():
             request_path = await _cpu_per_request(service_app, bodies, headers, args.requests)
     ranking = _ranking_ms(run, raw, args.requests)
     return {
@@ -184,26 +184,6 @@ async def _measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "ranking_ms": ranking,
         "service_over_trivial": round(service / trivial, 2),
     }
-
-
-@contextmanager
-def _ranking_precomputed() -> Iterator[None]:
-    """The route's ``recommend`` answers from a cache per basis (computed once each)."""
-    from fedpers.server.api.routes import recommendations as route
-
-    real = route.recommend
-    answers: dict[str, Any] = {}
-
-    def cached(served: Any, query: Any, decision: Any, **kwargs: Any) -> Any:
-        if decision.basis not in answers:
-            answers[decision.basis] = real(served, query, decision, **kwargs)
-        return answers[decision.basis]
-
-    route.recommend = cached  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        route.recommend = real
 
 
 def main() -> int:
