@@ -379,36 +379,31 @@ def throughput_phase(
     run: Path, key: str, body_file: Path, env: dict[str, str], tmp: Path, args: argparse.Namespace
 ) -> dict[str, Any]:
     """Closed-loop maximum of the recommendation route and of the trivial endpoint."""
+
+    def closed_loop(port: int, key: str | None, bodies: Path) -> dict[str, Any]:
+        return loadgen(
+            "closed", port, key, bodies, duration=args.throughput_s,
+            connections=args.connections, warmup=args.warmup_s,
+        )  # fmt: skip
+
     port = free_port()
     kinds = _bodies_by_kind(body_file, tmp)
     by_kind: dict[str, float] = {}
     with server(serve_cmd(run, port), port, env, tmp / "serve-tp.log"):
         log(f"throughput: recommendations, {args.connections} connections")
-        recs = loadgen(
-            "closed", port, key, body_file, duration=args.throughput_s,
-            connections=args.connections, warmup=args.warmup_s,
-        )  # fmt: skip
+        recs = closed_loop(port, key, body_file)
         for kind, kind_file in kinds.items():
             log(f"throughput: {kind} requests only")
-            by_kind[kind] = loadgen(
-                "closed", port, key, kind_file, duration=args.throughput_s,
-                connections=args.connections, warmup=args.warmup_s,
-            )["throughput_rps"]  # fmt: skip
+            by_kind[kind] = closed_loop(port, key, kind_file)["throughput_rps"]
     port = free_port()
     free_env = {**env, "FEDPERS_API_RUN_DIR": str(run), "FEDPERS_API_LOG_LEVEL": "info"}
     with server(free_ranking_cmd(port), port, free_env, tmp / "free-ranking.log"):
         log("throughput: the service with its ranking precomputed")
-        free = loadgen(
-            "closed", port, key, body_file, duration=args.throughput_s,
-            connections=args.connections, warmup=args.warmup_s,
-        )  # fmt: skip
+        free = closed_loop(port, key, body_file)
     port = free_port()
     with server(trivial_cmd(port), port, env, tmp / "trivial.log"):
         log("throughput: trivial endpoint")
-        trivial = loadgen(
-            "closed", port, None, body_file, duration=args.throughput_s,
-            connections=args.connections, warmup=args.warmup_s,
-        )  # fmt: skip
+        trivial = closed_loop(port, None, body_file)
     out = {
         "recommendations_rps": round(recs["throughput_rps"], 1),
         "recommendations_errors": recs["errors"],
