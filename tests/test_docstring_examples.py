@@ -10,9 +10,8 @@ that writes a relative path leaves nothing behind; better still, examples create
 they need in a ``tempfile.TemporaryDirectory()`` and clean it up.
 
 An example that needs the network, a running server or long work carries
-``# doctest: +SKIP`` on its ``>>>`` line. A module whose examples are *all* skipped runs
-nothing, so it must be listed in ``ALL_SKIPPED`` with the reason (and is reported as
-skipped); any other module where no example ran fails.
+``# doctest: +SKIP`` on its ``>>>`` line; a module where every example is skipped checks
+nothing and fails.
 """
 
 from __future__ import annotations
@@ -26,18 +25,6 @@ import pytest
 
 PACKAGES = ("fedpers.privacy", "fedpers.client", "fedpers.server", "fedpers.simulation")
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
-
-# Modules whose examples fail in files whose owner must fix them. The owner fixes the
-# example and removes the entry: the xfail is strict, so a fixed example fails the run
-# until its entry goes.
-KNOWN_FAILURES: dict[str, str] = {}
-
-# Modules whose every example is marked +SKIP, and why. Their examples are not checked.
-ALL_SKIPPED: dict[str, str] = {
-    "fedpers.server.api.model_state": (
-        "needs a run directory with a published model, and starts a reload thread"
-    ),
-}
 
 
 def module_names() -> list[str]:
@@ -71,21 +58,7 @@ def has_examples(name: str) -> bool:
 WITH_EXAMPLES = [name for name in module_names() if has_examples(name)]
 
 
-def _marks(name: str) -> list[pytest.MarkDecorator]:
-    if name in KNOWN_FAILURES:
-        return [pytest.mark.xfail(strict=True, reason=KNOWN_FAILURES[name])]
-    return []
-
-
-def test_the_lists_name_modules_with_examples() -> None:
-    assert not set(KNOWN_FAILURES) - set(WITH_EXAMPLES)
-    assert not set(ALL_SKIPPED) - set(WITH_EXAMPLES)
-    assert not set(KNOWN_FAILURES) & set(ALL_SKIPPED)
-
-
-@pytest.mark.parametrize(
-    "name", [pytest.param(name, id=name, marks=_marks(name)) for name in WITH_EXAMPLES]
-)
+@pytest.mark.parametrize("name", WITH_EXAMPLES)
 def test_docstring_examples(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     runner = doctest.DocTestRunner(optionflags=FLAGS)
@@ -93,12 +66,7 @@ def test_docstring_examples(name: str, tmp_path: Path, monkeypatch: pytest.Monke
     for test in find_examples(name):
         runner.run(test, out=report.append)
     result = runner.summarize(verbose=False)
-    if name in ALL_SKIPPED:
-        assert result.attempted == 0, f"{name} runs examples now: remove it from ALL_SKIPPED"
-        pytest.skip(f"{name}: every example is marked +SKIP: {ALL_SKIPPED[name]}")
-    assert result.attempted > 0, (
-        f"{name}: every example is marked +SKIP; make one run or list it in ALL_SKIPPED"
-    )
+    assert result.attempted > 0, f"{name}: every example is marked +SKIP; make one run"
     assert result.failed == 0, (
         f"{result.failed} of {result.attempted} examples failed in {name}:\n" + "".join(report)
     )

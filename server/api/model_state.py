@@ -190,10 +190,25 @@ def load_served_model(
 class ModelHolder:
     """The latest registry model of one run, hot-reloaded.
 
-    Example:
-        >>> holder = ModelHolder(Path("runs/r1"), reload_interval_s=2.0)  # doctest: +SKIP
-        >>> holder.start()                                               # doctest: +SKIP
-        >>> served = holder.current()                                    # doctest: +SKIP
+    Example (``start()`` also polls in a thread; ``reload()`` is one poll):
+        >>> import tempfile
+        >>> from fedpers.client.global_model import GlobalModel
+        >>> from fedpers.client.model import ModelConfig
+        >>> from fedpers.server.checkpoint import sha256_file
+        >>> from fedpers.server.rundb import RunDB
+        >>> folder = tempfile.TemporaryDirectory()
+        >>> run = Path(folder.name)
+        >>> holder = ModelHolder(run, reload_interval_s=0)
+        >>> holder.reload(), holder.current(), holder.last_error.endswith("(no run.db)")
+        (False, None, True)
+        >>> arrays = [np.eye(3, 2, dtype=np.float32), np.zeros(3, dtype=np.float32)]
+        >>> model = GlobalModel.from_arrays(ModelConfig(n_items=3, dim=2), arrays, ["a", "b", "c"])
+        >>> path = model.save(run / "models" / "round-0001.npz")
+        >>> with RunDB.open(run) as db:
+        ...     db.register_model(1, path, sha256_file(path), {})
+        >>> holder.reload(), holder.current().version, holder.reload()
+        (True, 1, False)
+        >>> folder.cleanup()
     """
 
     def __init__(self, run_dir: Path, *, reload_interval_s: float = 2.0) -> None:
