@@ -116,7 +116,7 @@ def record_recommendation(basis: str) -> None:
 
 def record_consent_decision(action: str, purpose: str = "all") -> None:
     """Count one consent decision (``purpose`` such as ``P5``, or ``all``)."""
-    CONSENT_DECISIONS.labels(action=action, purpose=purpose).inc()
+    _child(CONSENT_DECISIONS, action, purpose).inc()
 
 
 def set_model_version(version: int) -> None:

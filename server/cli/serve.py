@@ -28,7 +28,8 @@ __all__ = ["DEMO_KEY_NAME", "DEMO_TENANT", "serve_app"]
 
 DEMO_TENANT = "demo"
 DEMO_KEY_NAME = "demo page (fedpers serve --demo)"
-#: What --log-level accepts (the service's settings take the same).
+#: What --log-level accepts: ``ApiSettings.log_level``'s values (kept here so that
+#: ``fedpers --help`` need not import the settings; a test checks they agree).
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 serve_app = typer.Typer(

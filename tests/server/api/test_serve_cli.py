@@ -84,7 +84,13 @@ def test_serve_reads_its_log_level_and_reload_interval_from_the_environment(
     tiny_run: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``FEDPERS_API_*`` settings reach the service unless the option is given."""
+    from typing import get_args
+
+    from fedpers.server.api.settings import ApiSettings
     from fedpers.server.cli import serve as serve_cli
+
+    # The CLI keeps its own list (its --help must not import the settings): the same one.
+    assert get_args(ApiSettings.model_fields["log_level"].annotation) == serve_cli.LOG_LEVELS
 
     started: list[tuple[dict[str, str], str]] = []
     monkeypatch.setattr(
