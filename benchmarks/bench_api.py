@@ -378,7 +378,8 @@ def main() -> int:
 def throughput_phase(
     run: Path, key: str, body_file: Path, env: dict[str, str], tmp: Path, args: argparse.Namespace
 ) -> dict[str, Any]:
-    """Closed-loop maximum of the recommendation route and of the trivial endpoint."""
+    """Closed-loop maximum of the service (the mix, then each kind of request), of the
+    service with its ranking precomputed, and of the trivial endpoint."""
 
     def closed_loop(port: int, key: str | None, bodies: Path) -> dict[str, Any]:
         return loadgen(
